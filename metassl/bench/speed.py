@@ -1,0 +1,171 @@
+"""``metassl bench speed``: every method's ``train_step`` on one model and batch, interleaved.
+
+All methods are timed in one process, round-robin after a warm-up, so that machine noise hits
+them alike; the median is reported. Peak memory is the CUDA allocator's peak on a GPU; on the
+CPU each method runs in a fresh subprocess and the peak resident-set growth over its steps is
+reported (allocator caching included).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from metassl.data.augment import Augmenter
+from metassl.data.stream import IndexStream
+from metassl.engine.setup import pick_device
+from metassl.methods import METHODS, Batch, TrainContext
+from metassl.models import create_model
+
+POOL = 2048  # synthetic images each stream draws from
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Bench:
+    """Synthetic data, streams and one freshly built method per name, all on one model init."""
+
+    def __init__(self, model: str, batch_size: int, device: torch.device, shape=(1, 28, 28), classes=10):
+        torch.manual_seed(0)
+        self.device = device
+        self.x = torch.randint(0, 256, (POOL, *shape), dtype=torch.uint8, device=device)
+        self.y = torch.randint(0, classes, (POOL,), device=device)
+        self.aug = Augmenter((0.5,) * shape[0], (0.25,) * shape[0], flip=False, translate=2, noise=0.0,
+                             device=device)
+        all_idx = torch.arange(POOL)
+        self.streams = {k: IndexStream(all_idx, batch_size, seed, device) for seed, k in
+                        enumerate(("labeled", "unlabeled", "val"))}
+        self.base_model = create_model(model, shape[0], classes, shape[1]).to(device)
+        self.classes = classes
+
+    def batch(self, kind: str) -> Batch:
+        idx = self.streams[kind].next()
+        raw = self.x[idx]
+        return Batch(x=self.aug(raw), raw=raw, y=self.y[idx])
+
+    def method(self, name: str):
+        cls = METHODS.get(name)
+        model = copy.deepcopy(self.base_model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        ctx = TrainContext(num_classes=self.classes, total_steps=1000, augment=self.aug,
+                           normalize=self.aug.normalize, device=self.device, lr=lambda: 0.01,
+                           sample_val=lambda: self.batch("val"))
+        return cls(model, opt, cls.Config(), ctx)
+
+    def step(self, method, step: int) -> float:
+        labeled = self.batch("labeled")
+        unlabeled = self.batch("unlabeled") if method.needs_unlabeled else None
+        _sync(self.device)
+        t0 = time.perf_counter()
+        method.train_step(labeled, unlabeled, step)
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+    def data_step(self) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.batch("labeled")
+        self.batch("unlabeled")
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_mb_subprocess(name: str, model: str, batch_size: int) -> float | None:
+    cmd = [sys.executable, "-m", "metassl.bench.speed", "--peak", name, "--model", model,
+           "--batch-size", str(batch_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _peak_cpu_child(name: str, model: str, batch_size: int) -> float:
+    torch.set_num_threads(1)
+    bench = Bench(model, batch_size, torch.device("cpu"))
+    method = bench.method(name)
+    base = _rss_mb()
+    for step in range(3):
+        bench.step(method, step)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(0.0, peak - base)
+
+
+def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
+              rounds: int = 20, warmup: int = 3, device: str = "auto") -> list[dict]:
+    dev = pick_device(device)
+    names = methods or METHODS.names()
+    for name in names:
+        METHODS.get(name)
+    bench = Bench(model, batch_size, dev)
+    instances = {name: bench.method(name) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    data_times = []
+    peaks = {}
+    for step in range(warmup):
+        for name, m in instances.items():
+            bench.step(m, step)
+    for r in range(rounds):
+        for name, m in instances.items():
+            if dev.type == "cuda" and r == 0:
+                torch.cuda.reset_peak_memory_stats(dev)
+            times[name].append(bench.step(m, warmup + r))
+            if dev.type == "cuda" and r == 0:
+                peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
+        data_times.append(bench.data_step())
+    if dev.type != "cuda":
+        peaks = {name: _peak_mb_subprocess(name, model, batch_size) for name in names}
+    ref = statistics.median(times["supervised"]) if "supervised" in times else None
+    rows = []
+    for name in names:
+        ms = statistics.median(times[name]) * 1000
+        rows.append({"method": name, "ms_per_step": round(ms, 3),
+                     "ratio_to_supervised": round(ms / (ref * 1000), 3) if ref else None,
+                     "peak_mem_mb": round(peaks[name], 1) if peaks.get(name) is not None else None,
+                     "unlabeled": METHODS.get(name).needs_unlabeled})
+    data_ms = statistics.median(data_times) * 1000
+    meta = {"model": model, "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
+            "rounds": rounds, "data_pipeline_ms": round(data_ms, 3),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "speed.md").write_text(to_markdown(rows, meta))
+    return rows
+
+
+def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
+    lines = []
+    if meta:
+        lines += [f"Model {meta['model']}, batch {meta['batch']}, device {meta['device']}, "
+                  f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps. "
+                  f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]
+    lines += ["| method | ms/step | x supervised | peak MB |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_supervised']} | {r['peak_mem_mb']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--peak", required=True)
+    p.add_argument("--model", default="cnn3")
+    p.add_argument("--batch-size", type=int, default=64)
+    a = p.parse_args()
+    print(_peak_cpu_child(a.peak, a.model, a.batch_size))

@@ -1,0 +1,157 @@
+"""Benchmark suites: a YAML grid of config overrides x seeds, run and tabulated.
+
+A suite file holds ``base`` (overrides for every run), ``grid`` (key -> list of values,
+crossed), optional ``runs`` (a list of override mappings, each crossed with the grid),
+``seeds``, optional ``group_by`` (the keys that make a table row) and optional ``paper``
+(published errors: ``{match: {key: value}, error: float, source: str}``).
+Finished runs are skipped, interrupted ones resumed, so a suite can be re-run to completion.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import platform
+import statistics
+import sys
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from metassl import config as config_mod
+from metassl.engine import rundir
+from metassl.engine.trainer import Trainer
+from metassl.errors import ConfigError, MetasslError
+
+SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper"}
+
+
+def suite_names() -> list[str]:
+    folder = resources.files("metassl.bench") / "suites"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_suite(name_or_path: str) -> tuple[str, dict]:
+    path = Path(name_or_path)
+    if not path.is_file():
+        if name_or_path not in suite_names():
+            raise ConfigError(f"bench: no suite {name_or_path!r}: not a file, and the shipped suites are "
+                              f"{', '.join(suite_names() + ['speed'])}")
+        path = Path(str(resources.files("metassl.bench") / "suites" / f"{name_or_path}.yaml"))
+    suite = config_mod.load_yaml(path)
+    unknown = set(suite) - SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"bench: {path}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(SUITE_KEYS))}")
+    return path.stem, suite
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def expand(suite: dict) -> list[dict]:
+    """Flat override dicts, one per run, seeds included."""
+    grid = suite.get("grid") or {}
+    keys = list(grid)
+    for key in keys:
+        if not isinstance(grid[key], list):
+            raise ConfigError(f"bench: grid.{key} must be a list of values")
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    extra = [flatten(r) for r in (suite.get("runs") or [{}])]
+    seeds = suite.get("seeds") or [0]
+    return [{**e, **c, "seed": seed} for e in extra for c in combos for seed in seeds]
+
+
+def run_name(overrides: dict) -> str:
+    parts = [f"{k}={v}" for k, v in overrides.items()]
+    return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def group_keys(suite: dict, runs: list[dict]) -> list[str]:
+    if suite.get("group_by"):
+        return list(suite["group_by"])
+    keys = [k for k in dict.fromkeys(k for r in runs for k in r) if k != "seed"]
+    return [k for k in keys if len({json.dumps(r.get(k)) for r in runs}) > 1] or ["method"]
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
+    return f"{platform.machine()} {dev}, torch {torch.__version__}"
+
+
+def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None) -> str:
+    name, suite = load_suite(name_or_path)
+    base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
+    runs = expand(suite)
+    configs = []
+    for flat in runs:
+        raw = base
+        for key, value in flat.items():
+            raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
+        try:
+            configs.append(config_mod.resolve(raw))
+        except ConfigError as exc:
+            raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
+    if dry_run:
+        return "\n".join(run_name(f) for f in runs)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (flat, cfg) in enumerate(zip(runs, configs)):
+        path = out / run_name(flat)
+        final_path = path / "final.json"
+        if not final_path.exists():
+            print(f"[{i + 1}/{len(runs)}] {path.name}", file=sys.stderr, flush=True)
+            resume = (path / "checkpoint.pt").exists()
+            if not resume:
+                rundir.prepare_new(path, cfg, overwrite=True)
+            try:
+                Trainer(cfg, path, resume=resume).fit()
+            except MetasslError as exc:
+                raise type(exc)(f"bench: run {path}: {exc}") from None
+        rows.append({"name": path.name, "overrides": flat, **json.loads(final_path.read_text())})
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = make_table(name, suite, rows, group_keys(suite, runs))
+    (out / "table.md").write_text(table)
+    return table
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(json.dumps(row["overrides"].get(k)) for k in keys), []).append(row)
+    papers = suite.get("paper") or []
+    has_paper = bool(papers)
+    head = keys + ["test error % (mean ± std)", "val error %", "runs", "min/run"]
+    if has_paper:
+        head.append("paper")
+    lines = [f"# Suite `{name}`", "",
+             f"Command: `metassl bench {name} --out DIR`; {machine()}; {dt.date.today().isoformat()}.",
+             "Test error of the checkpoint selected on validation; mean ± sample std over seeds.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, group in groups.items():
+        cells = [json.loads(v) if v != "null" else "-" for v in key]
+        tests = [r["test_error"] for r in group if r.get("test_error") is not None]
+        vals = [r["val_error"] for r in group if r.get("val_error") is not None]
+        minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
+        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.1f}"]
+        if has_paper:
+            match = [p for p in papers if all(group[0]["overrides"].get(k) == v for k, v in p["match"].items())]
+            cells.append(f"{match[0]['error']} ({match[0]['source']})" if match else "-")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""The ``metassl`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from metassl.errors import MetasslError
+
+
+def cmd_train(args) -> int:
+    from metassl import config as config_mod
+    from metassl.engine import rundir
+    from metassl.engine.trainer import Trainer
+
+    if args.resume:
+        if args.config:
+            raise MetasslError("train: --resume takes its config from the run; drop --config")
+        path = Path(args.resume)
+        cfg = rundir.load_run_config(path, config_mod.parse_overrides(args.overrides))
+        final = path / "final.json"
+        if final.exists():
+            done = json.loads(final.read_text())
+            if done.get("steps", 0) >= cfg.steps:
+                print(json.dumps(done, indent=2))
+                return 0
+        if not (path / "checkpoint.pt").exists():
+            raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from")
+        rundir.write_config(path, cfg)
+        trainer = Trainer(cfg, path, resume=True)
+    else:
+        cfg = config_mod.load_config(args.config, args.overrides)
+        path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
+        created = rundir.prepare_new(path, cfg, overwrite=args.overwrite)
+        try:
+            trainer = Trainer(cfg, path)
+        except MetasslError:
+            # Nothing of a run that never started is left behind.
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                for name in rundir.RUN_FILES:
+                    (path / name).unlink(missing_ok=True)
+            raise
+    print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
+    final = trainer.fit()
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from metassl.engine.rundir import evaluate_run
+
+    print(json.dumps(evaluate_run(Path(args.run), args.weights, args.device), indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from metassl.bench import speed, suites
+
+    if args.suite == "speed":
+        rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
+                               batch_size=args.batch_size, rounds=args.rounds, device=args.device)
+        print(speed.to_markdown(rows))
+        return 0
+    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides)
+    print(table)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from metassl.bench.suites import suite_names
+    from metassl.data.sources import DATASETS
+    from metassl.methods import METHODS
+    from metassl.models import MODELS
+
+    print("methods: " + ", ".join(METHODS.names()))
+    print("models: " + ", ".join(MODELS.names()))
+    print("datasets: " + ", ".join(DATASETS))
+    print("suites: " + ", ".join(suite_names() + ["speed"]))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metassl", description="Semi-supervised image classification "
+                                "with meta-gradient pseudo labels and MetaMixUp.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run")
+    t.add_argument("--config", help="YAML file of config keys")
+    t.add_argument("--out", help="run directory (default runs/<dataset>-<method>-<model>-l<labels>-s<seed>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys nest")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="recompute a run's errors from its saved weights")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--weights", choices=["selected", "last"], default="selected")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="run a benchmark suite, or 'speed' to time every method's step")
+    b.add_argument("suite", help="a shipped suite name, a suite YAML file, or 'speed'")
+    b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
+    b.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    b.add_argument("--model", default="cnn3", help="speed: model to time")
+    b.add_argument("--methods", nargs="*", help="speed: methods to time (default all)")
+    b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
+    b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="suite: overrides for every run")
+    b.set_defaults(func=cmd_bench)
+
+    ls = sub.add_parser("list", help="list methods, models, datasets and suites")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MetasslError as exc:
+        print(f"metassl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("metassl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

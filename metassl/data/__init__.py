@@ -1,0 +1,1 @@
+"""Datasets: on-disk readers (`metassl.data.sources`) and everything built on them."""

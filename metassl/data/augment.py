@@ -1,0 +1,63 @@
+"""Augmentation as batched tensor ops on the training device.
+
+Images are stored as uint8 (N, C, H, W); every op here works on a whole float batch at once
+and draws its randomness from the device's default generator, so the checkpointed RNG state
+fixes it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip of a random half of the batch."""
+    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+    return torch.where(flip, x.flip(3), x)
+
+
+def random_translate(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad by ``pad`` pixels (reflect) and crop back at a random offset per sample."""
+    if pad == 0:
+        return x
+    n, c, h, w = x.shape
+    mode = "reflect" if pad < min(h, w) else "replicate"
+    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
+    oy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    rows = (oy + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+    cropped = padded.gather(2, rows)
+    cols = (ox + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+    return cropped.gather(3, cols)
+
+
+def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
+    return x + std * torch.randn_like(x) if std > 0 else x
+
+
+class Augmenter:
+    """uint8 batch -> augmented, normalised float batch (``__call__``) or plain normalised (``normalize``)."""
+
+    def __init__(self, mean, std, *, flip: bool, translate: int, noise: float, device,
+                 channels_last: bool = False):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.flip, self.translate, self.noise = flip, translate, noise
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(to_float(x))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x)
+        if self.flip:
+            x = random_flip(x)
+        x = random_translate(x, self.translate)
+        return self._finish(gaussian_noise(x, self.noise))

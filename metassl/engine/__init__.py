@@ -1,0 +1,1 @@
+"""Training engine: loop, schedules, EMA, evaluation, checkpoints, logging."""

@@ -1,0 +1,61 @@
+"""Atomic checkpoints that ``torch.load(weights_only=True)`` can read, with every RNG state."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metassl.errors import CheckpointError
+
+FORMAT = "metassl-checkpoint"
+WEIGHTS_FORMAT = "metassl-weights"
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load(path: Path, expected: str = FORMAT) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"checkpoint: {path} is not a readable checkpoint "
+                              f"({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected:
+        raise CheckpointError(f"checkpoint: {path} is not a metassl {expected} file")
+    return obj
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,91 @@
+"""What training, evaluation and export share: device, data on the device, split, model."""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from metassl.config import TrainConfig
+from metassl.data.augment import Augmenter
+from metassl.data.sources import ArrayDataset, load_dataset
+from metassl.data.splits import Split, load_split, make_split, save_split
+from metassl.errors import ConfigError
+from metassl.models import create_model
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config: device='cuda' but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Callable, Optional[torch.dtype]]:
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if amp == "off":
+        return nullcontext, None
+    if device.type != "cuda" and amp == "fp16":
+        raise ConfigError("config: amp='fp16' needs a CUDA device; use amp=bf16 or amp=off on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return partial(torch.autocast, device_type=device.type, dtype=dtype), dtype
+
+
+@dataclass
+class RunSetup:
+    cfg: TrainConfig
+    device: torch.device
+    data: ArrayDataset
+    split: Split
+    x: torch.Tensor            # all training images (uint8) on the device
+    y: torch.Tensor
+    x_test: Optional[torch.Tensor]
+    y_test: Optional[torch.Tensor]
+    model: nn.Module
+    augmenter: Augmenter
+    autocast: Callable
+    amp_dtype: Optional[torch.dtype]
+
+    @property
+    def x_val(self) -> torch.Tensor:
+        return self.x[self.split.val.to(self.device)]
+
+    @property
+    def y_val(self) -> torch.Tensor:
+        return self.y[self.split.val.to(self.device)]
+
+
+def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool) -> RunSetup:
+    """Load the data, make (or reload) the split, build the model; nothing is trained."""
+    device = pick_device(cfg.device)
+    options = {"svhn_extra": True} if cfg.svhn_extra else {}
+    data = load_dataset(cfg.dataset, cfg.data_root, **options)
+    split_path = run_dir / "split.json" if run_dir is not None else None
+    if reuse_split and split_path is not None and split_path.exists():
+        split = load_split(split_path, len(data.y_train))
+    else:
+        split = make_split(data.y_train, data.classes, cfg.labels_per_class, cfg.val_per_class, cfg.seed)
+        if split_path is not None:
+            save_split(split, split_path, dataset=cfg.dataset, seed=cfg.seed,
+                       labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    flip = cfg.augment.flip == "on" or (cfg.augment.flip == "auto" and data.hflip)
+    augmenter = Augmenter(data.mean, data.std, flip=flip, translate=cfg.augment.translate,
+                          noise=cfg.augment.noise, device=device, channels_last=channels_last)
+    autocast, amp_dtype = autocast_for(cfg, device)
+    to_dev = (lambda t: t.to(device) if t is not None else None)
+    return RunSetup(cfg, device, data, split, to_dev(data.x_train), to_dev(data.y_train),
+                    to_dev(data.x_test), to_dev(data.y_test), model, augmenter, autocast, amp_dtype)

@@ -1,0 +1,260 @@
+"""The one training loop every method runs on."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from metassl import config as config_mod
+from metassl.config import TrainConfig
+from metassl.data.stream import IndexStream
+from metassl.engine import checkpoint as ckpt
+from metassl.engine import dist
+from metassl.engine.ema import ModelEMA
+from metassl.engine.evaluate import error_rate
+from metassl.engine.logger import RunLogger
+from metassl.engine.schedule import lr_at
+from metassl.engine.setup import RunSetup, build
+from metassl.errors import CheckpointError, ConfigError, MetasslError, TrainingDiverged
+from metassl.methods import METHODS, Batch, TrainContext
+
+
+class Interrupted(MetasslError):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    exit_code = 130
+
+    def __init__(self, step: int, run_dir: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with "
+                         f"'metassl train --resume {run_dir}'")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.rank, self.world_size = dist.init()
+        self.writes = run_dir is not None and self.rank == 0
+        if cfg.select == "val" and cfg.val_per_class == 0:
+            raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
+        seed_everything(cfg.seed)
+        self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume)
+        s = self.s
+        method_cls = METHODS.get(cfg.method)
+        if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
+            raise ConfigError(
+                f"config: method={cfg.method!r} needs unlabeled data, but labels_per_class="
+                f"{cfg.labels_per_class} and val_per_class={cfg.val_per_class} cover the whole training set")
+        self.model = dist.wrap(s.model, s.device, self.world_size)
+        self.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         nesterov=cfg.nesterov and cfg.momentum > 0,
+                                         weight_decay=cfg.weight_decay)
+        self.ema = ModelEMA(s.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        kw = dict(device=s.device, rank=self.rank, world_size=self.world_size)
+        self.labeled = IndexStream(s.split.labeled, cfg.batch_size, cfg.seed + 1, **kw)
+        self.unlabeled = (IndexStream(s.split.unlabeled, cfg.u_batch_size, cfg.seed + 2, **kw)
+                          if method_cls.needs_unlabeled else None)
+        self.val_stream = (IndexStream(s.split.val, cfg.batch_size, cfg.seed + 3, **kw)
+                           if len(s.split.val) else None)
+        self.lr = cfg.lr
+        scaler = torch.amp.GradScaler("cuda") if s.amp_dtype == torch.float16 else None
+        self.ctx = TrainContext(
+            num_classes=s.data.num_classes, total_steps=cfg.steps, augment=s.augmenter,
+            normalize=s.augmenter.normalize, device=s.device, lr=lambda: self.lr,
+            sample_val=self._val_batch if self.val_stream is not None else None,
+            scaler=scaler, autocast=s.autocast)
+        self.method = method_cls(self.model, self.optimizer, cfg.method_cfg, self.ctx)
+        self.step = 0
+        self.best = {"val_error": None, "test_error": None, "step": None}
+        self.last_eval: dict = {}
+        self.wall = 0.0
+        self.train_seconds = 0.0
+        self.images = 0
+        self.ckpt_step: Optional[int] = None
+        if resume:
+            self._restore()
+
+    # -- data ------------------------------------------------------------------------------
+    def _batch(self, stream: IndexStream, labeled: bool) -> Batch:
+        idx = stream.next()
+        raw = self.s.x[idx]
+        return Batch(x=self.s.augmenter(raw), raw=raw, y=self.s.y[idx] if labeled else None)
+
+    def _val_batch(self) -> Batch:
+        return self._batch(self.val_stream, labeled=True)
+
+    # -- evaluation and selection ----------------------------------------------------------
+    @property
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.s.model
+
+    def evaluate(self) -> dict:
+        s, bs = self.s, self.cfg.eval_batch_size
+        val = error_rate(self.eval_model, s.x_val, s.y_val, s.augmenter.normalize, bs, s.autocast)
+        test = error_rate(self.eval_model, s.x_test, s.y_test, s.augmenter.normalize, bs, s.autocast)
+        return {"val_error": val, "test_error": test}
+
+    def _select(self, errors: dict) -> bool:
+        """Whether the weights just evaluated become the reported ones."""
+        if self.cfg.select == "last":
+            better = True
+        else:
+            better = self.best["val_error"] is None or errors["val_error"] < self.best["val_error"]
+        if better:
+            self.best = {**errors, "step": self.step}
+        return better
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _check_finite(self, bad: torch.Tensor) -> None:
+        if bool(bad):
+            where = (f"the last good checkpoint (step {self.ckpt_step}) is kept in {self.run_dir}"
+                     if self.ckpt_step is not None else "no checkpoint had been written")
+            raise TrainingDiverged(f"train: loss became NaN or inf by step {self.step} "
+                                   f"(try a lower lr); {where}")
+
+    def save(self) -> None:
+        if not self.writes:
+            return
+        state = {
+            "format": ckpt.FORMAT, "version": 1, "step": self.step,
+            "model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "method": self.method.state_dict(),
+            "rng": ckpt.rng_state(),
+            "streams": {name: st.state_dict() for name, st in self._streams().items()},
+            "best": self.best, "last_eval": self.last_eval,
+            "counters": {"wall": self.wall, "train_seconds": self.train_seconds, "images": self.images},
+            "config": yaml.safe_dump(config_mod.dump(self.cfg)),
+        }
+        ckpt.atomic_save(state, self.run_dir / "checkpoint.pt")
+        self.ckpt_step = self.step
+
+    def _save_selected(self) -> None:
+        if self.writes:
+            ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step,
+                              "model": self.eval_model.state_dict()}, self.run_dir / "best.pt")
+
+    def _streams(self) -> dict:
+        streams = {"labeled": self.labeled, "unlabeled": self.unlabeled, "val": self.val_stream}
+        return {k: v for k, v in streams.items() if v is not None}
+
+    def _restore(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        state = ckpt.load(path)
+        try:
+            self.s.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.method.load_state_dict(state["method"])
+            for name, stream in self._streams().items():
+                stream.load_state_dict(state["streams"][name])
+            ckpt.set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint: {path} does not match this run's config: {first}") from None
+        self.step, self.best, self.last_eval = state["step"], state["best"], state["last_eval"]
+        c = state["counters"]
+        self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
+        self.ckpt_step = self.step
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        log = RunLogger(self.run_dir if self.writes else None, cfg.steps, cfg.tensorboard and self.writes)
+        ckpt_every = cfg.checkpoint_every or cfg.eval_every
+        stop = {"signal": None}
+
+        def on_signal(signum, frame):
+            stop["signal"] = signum
+
+        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        dev = self.s.device
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        start = time.perf_counter()
+        tick, tick_images = start, self.images
+        per_step_images = cfg.batch_size + (cfg.u_batch_size if self.unlabeled is not None else 0)
+        try:
+            self.model.train()
+            while self.step < cfg.steps:
+                self.lr = lr_at(self.step, cfg.lr, cfg.steps, cfg.schedule)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr
+                labeled = self._batch(self.labeled, labeled=True)
+                unlabeled = self._batch(self.unlabeled, labeled=False) if self.unlabeled is not None else None
+                with self.s.autocast():
+                    losses = self.method.train_step(labeled, unlabeled, self.step)
+                bad |= ~torch.isfinite(losses["loss"])
+                for key, value in losses.items():
+                    sums[key] = sums[key] + value if key in sums else value.clone()
+                count += 1
+                if self.ema is not None:
+                    self.ema.update(self.s.model)
+                self.step += 1
+                self.images += per_step_images * self.world_size
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._check_finite(bad)
+                    now = time.perf_counter()
+                    record = {k: (v / count).item() for k, v in sums.items()}
+                    record.update(lr=self.lr, images_per_second=(self.images - tick_images) / max(now - tick, 1e-9))
+                    log.train(self.step, record)
+                    sums, count, tick, tick_images = {}, 0, now, self.images
+                evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.steps
+                if evaluate_now:
+                    self._check_finite(bad)
+                    self.train_seconds += time.perf_counter() - start
+                    errors = self.evaluate()
+                    self.last_eval = {**errors, "step": self.step}
+                    if self._select(errors):
+                        self._save_selected()
+                    self.wall += time.perf_counter() - start
+                    log.evaluation({"step": self.step, **errors, "lr": self.lr,
+                                    "selected_step": self.best["step"], "wall_seconds": self.wall})
+                    start = time.perf_counter()
+                if evaluate_now or self.step % ckpt_every == 0 or stop["signal"] is not None:
+                    self._check_finite(bad)
+                    self.train_seconds += time.perf_counter() - start
+                    self.wall += time.perf_counter() - start
+                    self.save()
+                    start = time.perf_counter()
+                if stop["signal"] is not None:
+                    raise Interrupted(self.step, self.run_dir)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            log.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        final = {
+            "test_error": self.best["test_error"], "val_error": self.best["val_error"],
+            "selected_step": self.best["step"], "select": self.cfg.select,
+            "last_test_error": self.last_eval.get("test_error"),
+            "last_val_error": self.last_eval.get("val_error"),
+            "steps": self.step, "wall_seconds": round(self.wall, 3),
+            "images_per_second": round(self.images / max(self.train_seconds, 1e-9), 1),
+            "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
+            "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
+            "device": str(self.s.device),
+        }
+        if self.writes:
+            (self.run_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+        return final
+
+
+def train(cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False) -> dict:
+    return Trainer(cfg, run_dir, resume=resume).fit()

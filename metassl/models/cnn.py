@@ -1,0 +1,112 @@
+"""Small plain CNNs.
+
+``cnn3``: the 3-layer CNN used for MNIST / Fashion-MNIST in MetaMixUp (Mai et al., "MetaMixUp:
+Learning Adaptive Interpolation Policy of MixUp with Meta-Learning", IEEE TNNLS 2021), which
+follows AdaMixup (Guo, Mao & Zhang, "MixUp as Locally Linear Out-of-Manifold Regularization",
+AAAI 2019).
+
+``convlarge``: the 13-layer ConvLarge of Mean Teacher (Tarvainen & Valpola, "Mean teachers are
+better role models", NeurIPS 2017), itself from Laine & Aila, "Temporal Ensembling for
+Semi-Supervised Learning", ICLR 2017.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metassl.errors import ConfigError
+from metassl.models import MODELS
+
+
+def _init(module: nn.Module, nonlinearity: str, negative_slope: float = 0.0) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode="fan_out", nonlinearity=nonlinearity)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, padding: int, act: nn.Module) -> list[nn.Module]:
+    # Bias-free: BatchNorm's shift makes a conv bias redundant.
+    return [nn.Conv2d(cin, cout, kernel, padding=padding, bias=False), nn.BatchNorm2d(cout), act]
+
+
+class CNN3(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, 32, 3, 1, nn.ReLU()),
+            nn.MaxPool2d(2),
+            *_conv_bn(32, 64, 3, 1, nn.ReLU()),
+            nn.MaxPool2d(2),
+            *_conv_bn(64, 128, 3, 1, nn.ReLU()),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.feature_dim = 128
+        self.head = nn.Linear(128, num_classes)
+        _init(self, "relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+class ConvLarge(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+
+        def act() -> nn.Module:
+            return nn.LeakyReLU(0.1)
+
+        self.block1 = nn.Sequential(
+            *_conv_bn(in_channels, 128, 3, 1, act()),
+            *_conv_bn(128, 128, 3, 1, act()),
+            *_conv_bn(128, 128, 3, 1, act()),
+            nn.MaxPool2d(2),
+            nn.Dropout2d(dropout),
+        )
+        self.block2 = nn.Sequential(
+            *_conv_bn(128, 256, 3, 1, act()),
+            *_conv_bn(256, 256, 3, 1, act()),
+            *_conv_bn(256, 256, 3, 1, act()),
+            nn.MaxPool2d(2),
+            nn.Dropout2d(dropout),
+        )
+        # The first conv here is "valid" (unpadded) in the original network.
+        self.block3 = nn.Sequential(
+            *_conv_bn(256, 512, 3, 0, act()),
+            *_conv_bn(512, 256, 1, 0, act()),
+            *_conv_bn(256, 128, 1, 0, act()),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.feature_dim = 128
+        self.head = nn.Linear(128, num_classes)
+        _init(self, "leaky_relu", 0.1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.block1(x))
+        # Inputs under 12x12 leave a map smaller than the valid 3x3 kernel; pad it instead of failing.
+        if x.shape[-2] < 3 or x.shape[-1] < 3:
+            x = F.pad(x, (1, 1, 1, 1))
+        return self.block3(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@MODELS.register("cnn3")
+def cnn3(in_channels: int, num_classes: int, image_size: int) -> CNN3:
+    return CNN3(in_channels, num_classes)
+
+
+@MODELS.register("convlarge")
+def convlarge(in_channels: int, num_classes: int, image_size: int, dropout: float = 0.5) -> ConvLarge:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model convlarge: dropout must be a number in [0, 1), got {dropout!r}")
+    return ConvLarge(in_channels, num_classes, dropout)

@@ -1,0 +1,44 @@
+"""Fully connected baseline: hidden layers of Linear-BatchNorm-ReLU.
+
+Batch normalization as in Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network
+Training by Reducing Internal Covariate Shift", ICML 2015.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from metassl.errors import ConfigError
+from metassl.models import MODELS
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            # No bias: the following BatchNorm's shift makes it redundant.
+            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = int(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # flatten works on logical order, so channels_last inputs give the same features.
+        return self.body(x.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@MODELS.register("mlp")
+def mlp(in_channels: int, num_classes: int, image_size: int, hidden: Sequence[int] = (256, 256)) -> MLP:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+    ):
+        raise ConfigError(f"model mlp: hidden must be a list of positive integers, got {hidden!r}")
+    return MLP(in_channels * image_size**2, num_classes, tuple(hidden))

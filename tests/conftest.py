@@ -1,0 +1,26 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the ``metassl`` command line in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-m", "metassl.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"metassl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+# Small, fast settings shared by engine tests: digits, mlp, a few steps.
+FAST = ["dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5", "batch_size=32",
+        "tensorboard=false", "lr=0.05"]

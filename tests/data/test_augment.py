@@ -1,0 +1,55 @@
+import torch
+
+from metassl.data.augment import Augmenter, random_flip, random_translate
+from metassl.data.stream import IndexStream
+
+
+def test_translate_is_a_shift_of_the_padded_image():
+    torch.manual_seed(0)
+    x = torch.rand(16, 2, 9, 9)
+    out = random_translate(x, 2)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(16):
+        windows = [padded[i, :, dy:dy + 9, dx:dx + 9] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert any(not torch.equal(out[i], x[i]) for i in range(16))
+    assert torch.equal(random_translate(x, 0), x)
+
+
+def test_flip_flips_some_and_keeps_others():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 4, 4)
+    out = random_flip(x)
+    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(64)]
+    kept = [torch.equal(out[i], x[i]) for i in range(64)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 10 < sum(flipped) < 54
+
+
+def test_normalize_uses_mean_and_std():
+    aug = Augmenter((0.5,), (0.25,), flip=False, translate=0, noise=0.0, device="cpu")
+    x = torch.full((2, 1, 3, 3), 255, dtype=torch.uint8)
+    assert torch.allclose(aug.normalize(x), torch.full((2, 1, 3, 3), 2.0))
+    assert torch.allclose(aug(x), aug.normalize(x))  # no random op enabled
+
+
+def test_stream_covers_epochs_and_resumes_exactly():
+    idx = torch.arange(10, 20)
+    s = IndexStream(idx, 4, seed=0, device="cpu")
+    first_epoch = torch.cat([s.next(), s.next()])
+    assert len(set(first_epoch.tolist())) == 8 and set(first_epoch.tolist()) <= set(range(10, 20))
+    state = s.state_dict()
+    ahead = [s.next() for _ in range(5)]
+    t = IndexStream(idx, 4, seed=123, device="cpu")
+    t.load_state_dict(state)
+    assert all(torch.equal(a, t.next()) for a in ahead)
+
+
+def test_stream_smaller_than_batch_and_ranks():
+    s = IndexStream(torch.arange(3), 5, seed=0, device="cpu")
+    assert len(s.next()) == 5
+    r0 = IndexStream(torch.arange(100), 8, seed=0, device="cpu", rank=0, world_size=2)
+    r1 = IndexStream(torch.arange(100), 8, seed=0, device="cpu", rank=1, world_size=2)
+    a, b = r0.next(), r1.next()
+    assert not set(a.tolist()) & set(b.tolist())

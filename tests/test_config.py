@@ -1,0 +1,66 @@
+import pytest
+import yaml
+
+from metassl import config
+from metassl.errors import ConfigError
+from tests.conftest import FAST
+
+
+def test_defaults_and_overrides_nest():
+    cfg = config.load_config(None, ["method=mixup", "mixup.alpha=0.4", "schedule.warmup_steps=10",
+                                    "lr=1e-3", "labels_per_class=null"])
+    assert cfg.method == "mixup"
+    assert cfg.method_cfg.alpha == 0.4
+    assert cfg.schedule.warmup_steps == 10
+    assert cfg.lr == pytest.approx(1e-3)  # YAML reads 1e-3 as a string; the schema makes it a float
+    assert cfg.labels_per_class is None
+
+
+def test_yaml_file_merged_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"steps": 7, "method": "mixup", "mixup": {"lam_mode": "sample"}}))
+    cfg = config.load_config(path, ["steps=9"])
+    assert cfg.steps == 9 and cfg.method_cfg.lam_mode == "sample"
+
+
+@pytest.mark.parametrize("override, needle", [
+    (["stpes=3"], "'stpes'"),
+    (["steps=abc"], "steps='abc'"),
+    (["steps=0"], "steps=0 is out of range"),
+    (["lr=-1"], "lr=-1"),
+    (["device=tpu"], "device='tpu'"),
+    (["schedule.nme=cosine"], "'schedule.nme'"),
+    (["method=mixup", "mixup.alfa=1"], "'mixup.alfa'"),
+    (["mixup.alpha=0"], "mixup.alpha=0.0 is out of range"),
+    (["method=nope"], "unknown method 'nope'"),
+    (["model=nope"], "unknown model 'nope'"),
+    (["steps"], "not of the form key=value"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        config.load_config(None, override)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dump_round_trips():
+    cfg = config.load_config(None, ["method=mixup", "mixup.alpha=0.3", "schedule.milestones=[10,20]"])
+    again = config.resolve(config.dump(cfg))
+    assert config.dump(again) == config.dump(cfg)
+
+
+def test_cli_config_error_exit_2_writes_nothing(cli, tmp_path):
+    out = tmp_path / "run"
+    proc = cli("train", "--out", str(out), *FAST, "steps=3", "batch_sise=4")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "batch_sise" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_bad_yaml_file(cli, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("steps: [1,\n")
+    proc = cli("train", "--config", str(path), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "is not valid YAML" in proc.stderr
+    assert "Traceback" not in proc.stderr
