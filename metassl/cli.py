@@ -65,8 +65,31 @@ def cmd_bench(args) -> int:
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device)
         print(speed.to_markdown(rows))
         return 0
-    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides)
+    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides,
+                             jobs=args.jobs)
     print(table)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from metassl.report import write_report
+
+    print(write_report(Path(args.dir)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from metassl.api.predict import predict_to_csv
+
+    print(predict_to_csv(Path(args.run), [Path(p) for p in args.inputs], Path(args.out),
+                         batch_size=args.batch_size, device=args.device))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from metassl.api.export import export_run
+
+    print(export_run(Path(args.run), args.format, Path(args.out)))
     return 0
 
 
@@ -106,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("suite", help="a shipped suite name, a suite YAML file, or 'speed'")
     b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
     b.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    b.add_argument("--jobs", type=int, default=1, help="suite: runs trained at once, one thread each")
     b.add_argument("--model", default="cnn3", help="speed: model to time")
     b.add_argument("--methods", nargs="*", help="speed: methods to time (default all)")
     b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
@@ -113,6 +137,24 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("overrides", nargs="*", metavar="key=value", help="suite: overrides for every run")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="write figures, report.html and report.md for a run or suite")
+    r.add_argument("dir", help="a run directory or a suite output directory")
+    r.set_defaults(func=cmd_report)
+
+    pr = sub.add_parser("predict", help="predict classes of images, folders or an npz with a trained run")
+    pr.add_argument("run", help="run directory")
+    pr.add_argument("inputs", nargs="+", help="image files, folders of images, or .npz files")
+    pr.add_argument("--out", default="preds.csv", help="CSV to write (default preds.csv)")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a run's selected model to ONNX or TorchScript")
+    ex.add_argument("run", help="run directory")
+    ex.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    ex.add_argument("--out", required=True, help="file to write")
+    ex.set_defaults(func=cmd_export)
 
     ls = sub.add_parser("list", help="list methods, models, datasets and suites")
     ls.set_defaults(func=cmd_list)

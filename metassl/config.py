@@ -69,6 +69,7 @@ class TrainConfig:
     select: Literal["val", "last"] = "val"
     seed: int = field(default=0, metadata=_range(0))
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Optional[int] = field(default=None, metadata=_range(1))
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     tensorboard: bool = True

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import multiprocessing
 import platform
 import statistics
 import sys
 from importlib import resources
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -87,7 +89,21 @@ def machine() -> str:
     return f"{platform.machine()} {dev}, torch {torch.__version__}"
 
 
-def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None) -> str:
+def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
+    print(f"[{i + 1}/{total}] {path.name}", file=sys.stderr, flush=True)
+    if threads and not cfg.threads:
+        cfg.threads = threads
+    resume = (path / "checkpoint.pt").exists()
+    if not resume:
+        rundir.prepare_new(path, cfg, overwrite=True)
+    try:
+        Trainer(cfg, path, resume=resume).fit()
+    except MetasslError as exc:
+        raise type(exc)(f"bench: run {path}: {exc}") from None
+
+
+def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,
+              jobs: int = 1) -> str:
     name, suite = load_suite(name_or_path)
     base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
     runs = expand(suite)
@@ -103,20 +119,20 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     if dry_run:
         return "\n".join(run_name(f) for f in runs)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (flat, cfg) in enumerate(zip(runs, configs)):
-        path = out / run_name(flat)
-        final_path = path / "final.json"
-        if not final_path.exists():
-            print(f"[{i + 1}/{len(runs)}] {path.name}", file=sys.stderr, flush=True)
-            resume = (path / "checkpoint.pt").exists()
-            if not resume:
-                rundir.prepare_new(path, cfg, overwrite=True)
-            try:
-                Trainer(cfg, path, resume=resume).fit()
-            except MetasslError as exc:
-                raise type(exc)(f"bench: run {path}: {exc}") from None
-        rows.append({"name": path.name, "overrides": flat, **json.loads(final_path.read_text())})
+    paths = [out / run_name(flat) for flat in runs]
+    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(zip(paths, configs)) if not (p / "final.json").exists()]
+    if jobs > 1 and len(todo) > 1:
+        # One thread per run and several runs at once use small CPUs far better than one run on all cores.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_run_one, i, len(runs), p, cfg, 1) for i, p, cfg in todo]
+            for fut in futures:
+                fut.result()
+    else:
+        for i, p, cfg in todo:
+            _run_one(i, len(runs), p, cfg, None)
+    rows = [{"name": p.name, "overrides": flat, **json.loads((p / "final.json").read_text())}
+            for p, flat in zip(paths, runs)]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = make_table(name, suite, rows, group_keys(suite, runs))
     (out / "table.md").write_text(table)

@@ -49,6 +49,8 @@ class Trainer:
         self.writes = run_dir is not None and self.rank == 0
         if cfg.select == "val" and cfg.val_per_class == 0:
             raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume)
         s = self.s

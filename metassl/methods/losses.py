@@ -1,4 +1,4 @@
-"""Losses shared by methods."""
+"""Losses shared by methods. Every loss is a batch mean; class dimension is 1."""
 from __future__ import annotations
 
 import torch
@@ -10,5 +10,23 @@ def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets, batch mean (equals KL up to the target's entropy)."""
+    """Cross-entropy against soft targets (equals KL(target || softmax) up to the target's entropy,
+    so its gradient is the KL's)."""
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def kl_to_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax(logits)), the value itself (0 log 0 = 0)."""
+    log_q = F.log_softmax(logits.float(), dim=1)
+    return (torch.xlogy(target, target) - target * log_q).sum(1).mean()
+
+
+def mse_consistency(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean_i ||p_i - t_i||^2 over the batch (sum over classes)."""
+    return (probs.float() - target.float()).pow(2).sum(1).mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean prediction entropy (entropy minimisation)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(1).mean()

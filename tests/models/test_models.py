@@ -288,10 +288,12 @@ def test_channels_last(name):
 
 
 # torch's own jvp decompositions are built with torch.jit.script on first use.
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("name", ["cnn3", "shakeshake26"])
-def test_func_jvp_in_train_mode(name):
-    model = copy.deepcopy(_model(name, *CASES[0])).train()
+JIT_WARNING = "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+def test_func_jvp_in_train_mode():
+    model = copy.deepcopy(_model("cnn3", *CASES[0])).train()
     # Forward-mode AD cannot mutate captured BN buffers; batch statistics alone are what jvp users need.
     torch.func.replace_all_batch_norm_modules_(model)
     x = torch.randn(CASES[0][0])
@@ -300,3 +302,16 @@ def test_func_jvp_in_train_mode(name):
     out, tangent = torch.func.jvp(lambda p: torch.func.functional_call(model, p, (x,)), (params,), (tangents,))
     assert out.shape == tangent.shape == (2, 10)
     assert torch.isfinite(tangent).all() and tangent.abs().sum() > 0
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+def test_shake_jvp_uses_backward_coefficient():
+    # shake is the only non-standard op in shakeshake26; forward-mode AD must see beta, like backward.
+    torch.manual_seed(0)
+    ones, zeros = torch.ones(64, 3, 2, 2), torch.zeros(64, 3, 2, 2)
+    alpha, tangent = torch.func.jvp(lambda a, b: shake(a, b, training=True), (ones, zeros), (ones, zeros))
+    torch.manual_seed(0)
+    b1 = ones.clone().requires_grad_()
+    shake(b1, zeros, training=True).sum().backward()
+    torch.testing.assert_close(tangent, b1.grad)
+    assert not torch.allclose(alpha, tangent)
