@@ -65,11 +65,13 @@ class RunSetup:
         return self.y[self.split.val.to(self.device)]
 
 
-def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool) -> RunSetup:
-    """Load the data, make (or reload) the split, build the model; nothing is trained."""
+def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
+          data: Optional[ArrayDataset] = None) -> RunSetup:
+    """Load the data (unless given), make (or reload) the split, build the model; nothing is trained."""
     device = pick_device(cfg.device)
-    options = {"svhn_extra": True} if cfg.svhn_extra else {}
-    data = load_dataset(cfg.dataset, cfg.data_root, **options)
+    if data is None:
+        options = {"svhn_extra": True} if cfg.svhn_extra else {}
+        data = load_dataset(cfg.dataset, cfg.data_root, **options)
     split_path = run_dir / "split.json" if run_dir is not None else None
     if reuse_split and split_path is not None and split_path.exists():
         split = load_split(split_path, len(data.y_train))

@@ -14,6 +14,7 @@ import yaml
 
 from metassl import config as config_mod
 from metassl.config import TrainConfig
+from metassl.data.sources import ArrayDataset
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import dist
@@ -43,7 +44,8 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False,
+                 data: Optional[ArrayDataset] = None):
         self.cfg, self.run_dir = cfg, run_dir
         self.rank, self.world_size = dist.init()
         self.writes = run_dir is not None and self.rank == 0
@@ -52,7 +54,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume)
+        self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume, data=data)
         s = self.s
         method_cls = METHODS.get(cfg.method)
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
@@ -70,6 +72,8 @@ class Trainer:
                           if method_cls.needs_unlabeled else None)
         self.val_stream = (IndexStream(s.split.val, cfg.batch_size, cfg.seed + 3, **kw)
                            if len(s.split.val) else None)
+        # Training error is measured on (at most 10000 of) the labeled examples.
+        self.train_eval_idx = s.split.labeled[:10000].to(s.device)
         self.lr = cfg.lr
         scaler = torch.amp.GradScaler("cuda") if s.amp_dtype == torch.float16 else None
         self.ctx = TrainContext(
@@ -92,7 +96,7 @@ class Trainer:
     def _batch(self, stream: IndexStream, labeled: bool) -> Batch:
         idx = stream.next()
         raw = self.s.x[idx]
-        return Batch(x=self.s.augmenter(raw), raw=raw, y=self.s.y[idx] if labeled else None)
+        return Batch(x=self.s.augmenter(raw), raw=raw, y=self.s.y[idx] if labeled else None, idx=idx)
 
     def _val_batch(self) -> Batch:
         return self._batch(self.val_stream, labeled=True)
@@ -104,9 +108,11 @@ class Trainer:
 
     def evaluate(self) -> dict:
         s, bs = self.s, self.cfg.eval_batch_size
-        val = error_rate(self.eval_model, s.x_val, s.y_val, s.augmenter.normalize, bs, s.autocast)
-        test = error_rate(self.eval_model, s.x_test, s.y_test, s.augmenter.normalize, bs, s.autocast)
-        return {"val_error": val, "test_error": test}
+        norm, model = s.augmenter.normalize, self.eval_model
+        lab = self.train_eval_idx
+        return {"val_error": error_rate(model, s.x_val, s.y_val, norm, bs, s.autocast),
+                "test_error": error_rate(model, s.x_test, s.y_test, norm, bs, s.autocast),
+                "train_error": error_rate(model, s.x[lab], s.y[lab], norm, bs, s.autocast)}
 
     def _select(self, errors: dict) -> bool:
         """Whether the weights just evaluated become the reported ones."""
@@ -115,7 +121,7 @@ class Trainer:
         else:
             better = self.best["val_error"] is None or errors["val_error"] < self.best["val_error"]
         if better:
-            self.best = {**errors, "step": self.step}
+            self.best = {"val_error": errors["val_error"], "test_error": errors["test_error"], "step": self.step}
         return better
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -186,6 +192,8 @@ class Trainer:
         dev = self.s.device
         sums: dict[str, torch.Tensor] = {}
         count = 0
+        interval: dict[str, torch.Tensor] = {}  # loss sums since the last evaluation
+        interval_count = 0
         bad = torch.zeros((), dtype=torch.bool, device=dev)
         start = time.perf_counter()
         tick, tick_images = start, self.images
@@ -203,7 +211,9 @@ class Trainer:
                 bad |= ~torch.isfinite(losses["loss"])
                 for key, value in losses.items():
                     sums[key] = sums[key] + value if key in sums else value.clone()
+                    interval[key] = interval[key] + value if key in interval else value.clone()
                 count += 1
+                interval_count += 1
                 if self.ema is not None:
                     self.ema.update(self.s.model)
                 self.step += 1
@@ -224,7 +234,10 @@ class Trainer:
                     if self._select(errors):
                         self._save_selected()
                     self.wall += time.perf_counter() - start
-                    log.evaluation({"step": self.step, **errors, "lr": self.lr,
+                    train_losses = {f"train_{k}": (v / interval_count).item() for k, v in interval.items()}
+                    interval, interval_count = {}, 0
+                    extra = self.method.on_evaluate(self.step, self.run_dir if self.writes else None)
+                    log.evaluation({"step": self.step, **errors, **train_losses, **extra, "lr": self.lr,
                                     "selected_step": self.best["step"], "wall_seconds": self.wall})
                     start = time.perf_counter()
                 if evaluate_now or self.step % ckpt_every == 0 or stop["signal"] is not None:

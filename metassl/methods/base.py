@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ClassVar, Optional
 
 import torch
@@ -20,6 +21,7 @@ class Batch:
     x: torch.Tensor              # augmented, normalised view
     raw: torch.Tensor            # the stored uint8 images, for methods that need more views
     y: Optional[torch.Tensor] = None
+    idx: Optional[torch.Tensor] = None  # positions in the training set (for logging)
 
 
 @dataclass
@@ -62,6 +64,11 @@ class Method:
         else:
             loss.backward()
             self.optimizer.step()
+
+    def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:
+        """Called at every evaluation; may write artifacts into ``run_dir`` (None when nothing is
+        written) and returns extra scalars for metrics.jsonl."""
+        return {}
 
     def state_dict(self) -> dict:
         """Method state that must survive a resume (teachers, thresholds)."""
