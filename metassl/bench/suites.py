@@ -131,8 +131,9 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     else:
         for i, p, cfg in todo:
             _run_one(i, len(runs), p, cfg, None)
-    rows = [{"name": p.name, "overrides": flat, **json.loads((p / "final.json").read_text())}
-            for p, flat in zip(paths, runs)]
+    rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.dump(cfg)),
+             **json.loads((p / "final.json").read_text())}
+            for p, flat, cfg in zip(paths, runs, configs)]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = make_table(name, suite, rows, group_keys(suite, runs))
     (out / "table.md").write_text(table)
@@ -150,7 +151,8 @@ def _fmt(values: list[float]) -> str:
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(json.dumps(row["overrides"].get(k)) for k in keys), []).append(row)
+        setting = row.get("config") or row["overrides"]
+        groups.setdefault(tuple(json.dumps(setting.get(k)) for k in keys), []).append(row)
     papers = suite.get("paper") or []
     has_paper = bool(papers)
     head = keys + ["test error % (mean ± std)", "val error %", "runs", "min/run"]
@@ -158,16 +160,19 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str
         head.append("paper")
     lines = [f"# Suite `{name}`", "",
              f"Command: `metassl bench {name} --out DIR`; {machine()}; {dt.date.today().isoformat()}.",
+             f"{suite.get('description', '').strip()}", "",
              "Test error of the checkpoint selected on validation; mean ± sample std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
-        cells = [json.loads(v) if v != "null" else "-" for v in key]
+        cells = [json.loads(v) if v != "null" else "all" if k == "labels_per_class" else "-"
+                 for k, v in zip(keys, key)]
         tests = [r["test_error"] for r in group if r.get("test_error") is not None]
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.1f}"]
         if has_paper:
-            match = [p for p in papers if all(group[0]["overrides"].get(k) == v for k, v in p["match"].items())]
+            setting = group[0].get("config") or group[0]["overrides"]
+            match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
             cells.append(f"{match[0]['error']} ({match[0]['source']})" if match else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,9 @@
-"""Exponential moving average of a model's weights, used for evaluation when enabled."""
+"""Exponential moving average of a model's weights: the engine evaluates it when enabled, Mean
+Teacher uses one as its teacher."""
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 from torch import nn
@@ -15,9 +17,11 @@ class ModelEMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, decay: Optional[float] = None) -> None:
+        """θ' <- d·θ' + (1-d)·θ with d = ``decay`` (a schedule's value) or the fixed one; buffers are copied."""
+        d = self.decay if decay is None else decay
         ema_params = list(self.module.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - d)
         for b_ema, b in zip(self.module.buffers(), model.buffers()):
             b_ema.copy_(b)
 

@@ -21,9 +21,11 @@ def kl_to_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.xlogy(target, target) - target * log_q).sum(1).mean()
 
 
-def mse_consistency(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """mean_i ||p_i - t_i||^2 over the batch (sum over classes)."""
-    return (probs.float() - target.float()).pow(2).sum(1).mean()
+def mse_consistency(probs: torch.Tensor, target: torch.Tensor, class_mean: bool = False) -> torch.Tensor:
+    """mean_i ||p_i - t_i||^2 over the batch (sum over classes), or with ``class_mean`` the mean
+    over classes too, the unit in which the Π-model, Mean Teacher and MixMatch state their weights."""
+    sq = (probs.float() - target.float()).pow(2)
+    return sq.mean() if class_mean else sq.sum(1).mean()
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

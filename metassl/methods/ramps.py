@@ -5,8 +5,9 @@ import math
 
 
 def linear_rampup(step: int, length: int) -> float:
-    """0 -> 1 linearly over ``length`` steps (the meta-gradient SSL code's ramp)."""
-    return 1.0 if length <= 0 else min(1.0, step / length)
+    """0 -> 1 linearly over ``length`` steps (the meta-gradient SSL code's ramp); 0 before step 0,
+    so a ramp can be delayed by passing ``step - start``."""
+    return 1.0 if length <= 0 else min(1.0, max(0.0, step / length))
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -22,3 +23,8 @@ RAMPS = {"linear": linear_rampup, "sigmoid": sigmoid_rampup}
 
 def rampup(kind: str, step: int, length: int) -> float:
     return RAMPS[kind](step, length)
+
+
+def rampup_fraction(kind: str, step: int, total_steps: int, fraction: float) -> float:
+    """The ramp over the first ``fraction`` of a run, so one setting serves every step budget."""
+    return rampup(kind, step, round(fraction * total_steps))

@@ -1,0 +1,51 @@
+"""Pieces the SSL baselines share: targets built from the model's own predictions, and forward
+passes that must leave BatchNorm's running statistics alone."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p_i^(1/T) / Σ_j p_j^(1/T) (MixMatch eq. 7): T < 1 lowers the entropy, T -> 0 gives one-hot.
+
+    Computed as a softmax of log p / T so that small T does not underflow."""
+    return F.softmax(p.float().clamp_min(1e-12).log() / temperature, dim=1)
+
+
+def confident_argmax(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels argmax p and a float mask of the rows whose max p reaches ``threshold``."""
+    conf, labels = probs.max(dim=1)
+    return labels, (conf >= threshold).float()
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(1/B) Σ_i mask_i · CE(logits_i, labels_i): dropped rows still count in the mean (FixMatch
+    eq. 4), so the loss grows as more pseudo-labels pass the threshold."""
+    return (F.cross_entropy(logits.float(), labels, reduction="none") * mask).mean()
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside still normalise with batch statistics (train mode) but do not move
+    the running statistics: auxiliary passes (VAT's perturbed inputs, MixMatch's label guess)
+    must not drag the evaluation statistics towards inputs the model is never tested on.
+
+    Momentum 0 rather than a functional call on buffer copies: it needs no parameter dict, works
+    unchanged under DistributedDataParallel, and costs nothing. The batch counter is restored too,
+    for layers that average cumulatively (momentum None)."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)

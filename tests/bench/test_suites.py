@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import yaml
+
+from metassl.bench import suites
+from metassl.errors import ConfigError
+
+SUITE = {
+    "description": "tiny",
+    "base": {"dataset": "digits", "model": "mlp", "labels_per_class": 5, "val_per_class": 5,
+             "steps": 4, "eval_every": 2, "batch_size": 16, "tensorboard": False},
+    "grid": {"method": ["supervised", "mixup"]},
+    "seeds": [0, 1],
+    "paper": [{"match": {"method": "mixup"}, "error": 6.74, "source": "Table I"}],
+}
+
+
+def write_suite(tmp_path, suite=SUITE):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_suite_runs_tabulates_and_skips_finished_runs(tmp_path):
+    path = write_suite(tmp_path)
+    out = tmp_path / "out"
+    table = suites.run_suite(str(path), out)
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 4
+    assert {(r["overrides"]["method"], r["overrides"]["seed"]) for r in rows} == {
+        ("supervised", 0), ("supervised", 1), ("mixup", 0), ("mixup", 1)}
+    assert all(r["steps"] == 4 and r["test_error"] is not None for r in rows)
+    sup = [r["test_error"] for r in rows if r["overrides"]["method"] == "supervised"]
+    mean = sum(sup) / 2
+    line = next(l for l in table.splitlines() if l.startswith("| supervised"))
+    assert f"{mean:.2f} ± " in line and "| 2 |" in line
+    assert "6.74 (Table I)" in next(l for l in table.splitlines() if l.startswith("| mixup"))
+    assert (out / "table.md").read_text() == table
+    stamp = {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
+    suites.run_suite(str(path), out)
+    assert stamp == {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
+
+
+def test_parallel_jobs_give_the_same_results_as_serial(tmp_path):
+    suite = {**SUITE, "grid": {"method": ["supervised"]}}
+    path = write_suite(tmp_path, suite)
+    suites.run_suite(str(path), tmp_path / "serial")
+    suites.run_suite(str(path), tmp_path / "parallel", jobs=2)
+    a = json.loads((tmp_path / "serial" / "results.json").read_text())
+    b = json.loads((tmp_path / "parallel" / "results.json").read_text())
+    assert [r["test_error"] for r in a] == [r["test_error"] for r in b]
+
+
+def test_dry_run_and_bad_suites(tmp_path):
+    names = suites.run_suite(str(write_suite(tmp_path)), tmp_path / "o", dry_run=True).splitlines()
+    assert names == ["method=supervised,seed=0", "method=supervised,seed=1", "method=mixup,seed=0",
+                     "method=mixup,seed=1"]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="unknown key 'gird'"):
+        suites.run_suite(str(write_suite(tmp_path, {**SUITE, "gird": {}})), tmp_path / "o")
+    bad = {**SUITE, "base": {**SUITE["base"], "stepz": 3}}
+    with pytest.raises(ConfigError, match="'stepz'"):
+        suites.run_suite(str(write_suite(tmp_path, bad)), tmp_path / "o")
+    with pytest.raises(ConfigError, match="no suite 'nope'"):
+        suites.run_suite("nope", tmp_path / "o")
+
+
+def test_shipped_suites_resolve():
+    for name in suites.suite_names():
+        assert suites.run_suite(name, None, dry_run=True).strip(), name
