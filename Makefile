@@ -26,6 +26,7 @@ fashion-data:
 
 demo: install
 	$(VENV)/bin/metassl bench digits --out runs/demo
+	$(VENV)/bin/metassl report runs/demo
 
 test: install fashion-data
 	$(PY) -m pytest

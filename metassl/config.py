@@ -48,6 +48,15 @@ class TrainConfig:
     dataset: str = "digits"
     data_root: Optional[str] = None
     svhn_extra: bool = False
+    # Image files (imagefolder, csv, imagenet) are resized to image_size x image_size; null keeps
+    # their size, which must then be the same for all. Arrays (npz) always keep theirs.
+    image_size: Optional[int] = field(default=32, metadata=_range(8))
+    # Image files: 1 (grayscale) or 3 (RGB); null means RGB if any image has colour, else grayscale.
+    channels: Optional[Literal[1, 3]] = None
+    # Share of each class's labeled examples held out as the test set when the data has none.
+    test_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
+    # Share of each class's ImageNet training images that is read at all.
+    imagenet_fraction: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
     labels_per_class: Optional[int] = field(default=10, metadata=_range(1))
     val_per_class: int = field(default=10, metadata=_range(0))
     model: str = "mlp"

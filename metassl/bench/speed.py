@@ -59,7 +59,8 @@ class Bench:
         model = copy.deepcopy(self.base_model)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
         ctx = TrainContext(num_classes=self.classes, total_steps=1000, augment=self.aug,
-                           normalize=self.aug.normalize, device=self.device, lr=lambda: 0.01,
+                           normalize=self.aug.normalize, strong_augment=self.aug.strong,
+                           device=self.device, lr=lambda: 0.01,
                            sample_val=lambda: self.batch("val"))
         return cls(model, opt, cls.Config(), ctx)
 

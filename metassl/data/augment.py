@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from metassl.data.randaugment import cutout, rand_augment
+
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
@@ -40,13 +42,15 @@ def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
 
 
 class Augmenter:
-    """uint8 batch -> augmented, normalised float batch (``__call__``) or plain normalised (``normalize``)."""
+    """uint8 batch -> augmented, normalised float batch (``__call__``), strongly augmented
+    (``strong``) or plain normalised (``normalize``)."""
 
     def __init__(self, mean, std, *, flip: bool, translate: int, noise: float, device,
-                 channels_last: bool = False):
+                 channels_last: bool = False, strong_ops: int = 2, cutout: float = 0.5):
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.flip, self.translate, self.noise = flip, translate, noise
+        self.strong_ops, self.cutout = strong_ops, cutout
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,3 +65,11 @@ class Augmenter:
             x = random_flip(x)
         x = random_translate(x, self.translate)
         return self._finish(gaussian_noise(x, self.noise))
+
+    def strong(self, x: torch.Tensor) -> torch.Tensor:
+        """The weak view's flip and translation, then RandAugment and Cutout (FixMatch's strong view)."""
+        x = to_float(x)
+        if self.flip:
+            x = random_flip(x)
+        x = random_translate(x, self.translate)
+        return self._finish(cutout(rand_augment(x, self.strong_ops), self.cutout))

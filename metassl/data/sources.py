@@ -8,7 +8,9 @@ Formats:
   * IDX (MNIST, Fashion-MNIST), gzipped or raw, recognised by magic bytes;
   * CIFAR-10/100 "python version" pickle batches;
   * SVHN cropped digits (format 2) MATLAB v5 `.mat` files;
-  * scikit-learn's bundled 8x8 digits (no files needed).
+  * scikit-learn's bundled 8x8 digits (no files needed);
+  * the user's own files: image folders, CSV lists, `.npz` arrays and the ImageNet
+    folder layout, read by `metassl.data.files`.
 
 All problems with files or arrays raise `DataError` with a one-line message naming the
 file and what is wrong with it.
@@ -27,7 +29,10 @@ import torch
 
 from metassl.errors import ConfigError, DataError
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn",
+            "imagefolder", "csv", "npz", "imagenet", "arrays")
+# Read by metassl.data.files; their options are config keys (see `dataset_options`).
+FILE_DATASETS = ("imagefolder", "csv", "npz", "imagenet")
 
 # Where distribution packages put datasets (Debian's dataset-fashion-mnist, for one).
 # Module-level so tests can point it somewhere empty.
@@ -70,6 +75,7 @@ class ArrayDataset:
     mean: tuple[float, ...]  # per channel, 0..1 scale
     std: tuple[float, ...]
     hflip: bool  # whether a horizontal flip keeps the label (not for digits)
+    test_held_out: bool = False  # the test set was carved from labeled training data
 
     @property
     def num_classes(self) -> int:
@@ -109,11 +115,13 @@ def from_arrays(
     *,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    allow_unlabeled: bool = False,
 ) -> ArrayDataset:
     """Validate numpy/torch arrays and wrap them as an `ArrayDataset`.
 
     Images may be N,C,H,W or N,H,W (grayscale), uint8 0..255 or float 0..1 (rounded to
-    uint8). Labels must be whole numbers in [0, num_classes); without `classes` the
+    uint8). Labels must be whole numbers in [0, num_classes), and with `allow_unlabeled`
+    y_train may also hold -1 for an unlabeled example; without `classes` the
     class count is the largest label + 1 and the names are "0", "1", ... Without
     `mean`/`std` they are computed from x_train. Contiguous uint8 numpy inputs are
     wrapped, not copied, so the tensors share their memory.
@@ -140,9 +148,9 @@ def from_arrays(
     classes = [str(c) for c in classes]
     if not classes:
         raise DataError(f"data: {name}: classes is empty")
-    for what, y in (("y_train", ytr), ("y_test", yte)):
-        if y is not None:
-            _check_label_range(name, what, y, len(classes))
+    _check_label_range(name, "y_train", ytr, len(classes), lowest=-1 if allow_unlabeled else 0)
+    if yte is not None:
+        _check_label_range(name, "y_test", yte, len(classes))
 
     channels = xtr.shape[1]
     if mean is None or std is None:
@@ -167,6 +175,11 @@ def from_arrays(
         std=std,
         hflip=bool(hflip),
     )
+
+
+def as_images(x: Any, what: str = "images", source: str = "input") -> torch.Tensor:
+    """Images checked and converted as `from_arrays` does, as a uint8 N,C,H,W tensor."""
+    return torch.from_numpy(_as_images(source, what, x))
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -264,12 +277,12 @@ def _check_lengths(name: str, split: str, x: np.ndarray, y: np.ndarray) -> None:
         )
 
 
-def _check_label_range(name: str, what: str, y: np.ndarray, k: int) -> None:
-    bad = np.flatnonzero((y < 0) | (y >= k))
+def _check_label_range(name: str, what: str, y: np.ndarray, k: int, lowest: int = 0) -> None:
+    bad = np.flatnonzero((y < lowest) | (y >= k))
     if bad.size:
         i = int(bad[0])
         raise DataError(
-            f"data: {name}: {what}[{i}] = {int(y[i])} is outside [0, {k}) "
+            f"data: {name}: {what}[{i}] = {int(y[i])} is outside [{lowest}, {k}) "
             f"({k} classes; {bad.size} bad labels in all)"
         )
 
@@ -706,10 +719,18 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
     """Load a built-in dataset by name (see `DATASETS`).
 
     `data_root` is searched first (see `search_dirs`); MNIST and Fashion-MNIST also fall
-    back to `SYSTEM_DATA_DIR`. Options: `coarse` (cifar100), `svhn_extra` (svhn).
+    back to `SYSTEM_DATA_DIR`. Options: `coarse` (cifar100), `svhn_extra` (svhn); the file
+    datasets take those listed in `metassl.data.files.OPTIONS`.
     """
     if name not in DATASETS:
         raise ConfigError(f"data: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name in FILE_DATASETS:
+        from metassl.data import files  # it builds on this module
+
+        return files.load_files(name, data_root, **options)
+    if name == "arrays":
+        raise ConfigError("data: dataset 'arrays' names arrays given to the Python API "
+                          "(metassl.SSLClassifier.fit); there is nothing to load from disk")
     allowed = _OPTIONS.get(name, set())
     for key, value in options.items():
         if key not in allowed:
@@ -729,3 +750,13 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
     if name == "cifar100":
         return load_cifar100(data_root, coarse=options.get("coarse", False))
     return load_svhn(data_root, extra=options.get("svhn_extra", False))
+
+
+def dataset_options(cfg: Any) -> dict[str, Any]:
+    """The `load_dataset` options that a run's TrainConfig sets for its dataset."""
+    options: dict[str, Any] = {"svhn_extra": True} if cfg.svhn_extra else {}
+    if cfg.dataset in FILE_DATASETS:
+        from metassl.data import files
+
+        options.update({key: getattr(cfg, key) for key in files.OPTIONS[cfg.dataset]})
+    return options

@@ -25,7 +25,10 @@ class Split:
 def make_split(y: torch.Tensor, classes: list[str], labels_per_class: int | None,
                val_per_class: int, seed: int) -> Split:
     """Per class: the first ``val_per_class`` of a seeded permutation are validation, the next
-    ``labels_per_class`` labeled, the rest unlabeled (``labels_per_class=None``: all labeled)."""
+    ``labels_per_class`` labeled, the rest unlabeled (``labels_per_class=None``: all labeled).
+
+    Examples whose label is -1 have none: they are always unlabeled, never labeled or validation.
+    """
     rng = np.random.RandomState(seed)
     y_np = y.numpy()
     labeled, val, unlabeled = [], [], []
@@ -45,6 +48,7 @@ def make_split(y: torch.Tensor, classes: list[str], labels_per_class: int | None
         else:
             labeled.append(rest[:labels_per_class])
             unlabeled.append(rest[labels_per_class:])
+    unlabeled.append(np.flatnonzero(y_np < 0))
 
     def cat(parts: list) -> torch.Tensor:
         return torch.from_numpy(np.sort(np.concatenate(parts))) if parts else torch.zeros(0, dtype=torch.long)

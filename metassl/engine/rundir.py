@@ -11,7 +11,7 @@ from metassl import config as config_mod
 from metassl.config import TrainConfig
 from metassl.engine import checkpoint as ckpt
 from metassl.engine.evaluate import error_rate
-from metassl.engine.setup import build
+from metassl.engine.setup import RunSetup, build
 from metassl.errors import CheckpointError, ConfigError
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl")
@@ -59,12 +59,11 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     return config_mod.resolve(config_mod.merge(raw, overrides or {}))
 
 
-def evaluate_run(path: Path, weights: str = "selected", device: str | None = None) -> dict:
-    """Recompute a run's validation and test error from its saved weights."""
-    overrides = {"device": device} if device else {}
-    cfg = load_run_config(path, overrides)
-    s = build(cfg, path, reuse_split=True)
-    if not (path / "split.json").exists():
+def load_run(path: Path, weights: str = "selected", device: str | None = None) -> tuple[RunSetup, int]:
+    """A run's data, split and model with its saved weights loaded (the validation-selected
+    ``best.pt``, or the last checkpoint's, EMA where the run used it); the model is in eval mode."""
+    cfg = load_run_config(path, {"device": device} if device else {})
+    if not (path / "split.json").is_file():
         raise CheckpointError(f"run: {path} holds no split.json")
     if weights == "selected":
         state = ckpt.load(path / "best.pt", ckpt.WEIGHTS_FORMAT)
@@ -72,12 +71,20 @@ def evaluate_run(path: Path, weights: str = "selected", device: str | None = Non
     else:
         state = ckpt.load(path / "checkpoint.pt")
         model_state, step = state["ema"] or state["model"], state["step"]
+    s = build(cfg, path, reuse_split=True)
     try:
         s.model.load_state_dict(model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint: weights in {path} do not fit model {cfg.model!r}: "
                               f"{str(exc).splitlines()[0]}") from None
-    norm, bs = s.augmenter.normalize, cfg.eval_batch_size
+    s.model.eval()
+    return s, step
+
+
+def evaluate_run(path: Path, weights: str = "selected", device: str | None = None) -> dict:
+    """Recompute a run's validation and test error from its saved weights."""
+    s, step = load_run(path, weights, device)
+    norm, bs = s.augmenter.normalize, s.cfg.eval_batch_size
     out = {
         "run": str(path), "weights": weights, "step": step,
         "val_error": error_rate(s.model, s.x_val, s.y_val, norm, bs, s.autocast),

@@ -14,7 +14,8 @@ import yaml
 
 from metassl import config as config_mod
 from metassl.config import TrainConfig
-from metassl.data.sources import ArrayDataset
+from metassl.data.files import save_data_info
+from metassl.data.sources import ArrayDataset, dataset_options, load_dataset
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import dist
@@ -49,13 +50,21 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.rank, self.world_size = dist.init()
         self.writes = run_dir is not None and self.rank == 0
+        if self.writes and not resume and not (run_dir / "config.yaml").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
         if cfg.select == "val" and cfg.val_per_class == 0:
             raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
+        if data is None:
+            data = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
         self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume, data=data)
         s = self.s
+        if self.writes:
+            # Predicting and exporting read new inputs the way this data was read.
+            save_data_info(run_dir, s.data)
         method_cls = METHODS.get(cfg.method)
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
             raise ConfigError(
@@ -78,7 +87,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if s.amp_dtype == torch.float16 else None
         self.ctx = TrainContext(
             num_classes=s.data.num_classes, total_steps=cfg.steps, augment=s.augmenter,
-            normalize=s.augmenter.normalize, device=s.device, lr=lambda: self.lr,
+            normalize=s.augmenter.normalize, strong_augment=s.augmenter.strong, device=s.device,
+            lr=lambda: self.lr,
             sample_val=self._val_batch if self.val_stream is not None else None,
             scaler=scaler, autocast=s.autocast)
         self.method = method_cls(self.model, self.optimizer, cfg.method_cfg, self.ctx)
@@ -264,7 +274,7 @@ class Trainer:
             "images_per_second": round(self.images / max(self.train_seconds, 1e-9), 1),
             "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
-            "device": str(self.s.device),
+            "device": str(self.s.device), "test_held_out": self.s.data.test_held_out,
         }
         if self.writes:
             (self.run_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")

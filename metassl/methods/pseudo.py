@@ -24,8 +24,8 @@ def confident_argmax(probs: torch.Tensor, threshold: float) -> tuple[torch.Tenso
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(1/B) Σ_i mask_i · CE(logits_i, labels_i): dropped rows still count in the mean (FixMatch
-    eq. 4), so the loss grows as more pseudo-labels pass the threshold."""
+    """(1/B) Σ_i mask_i · CE(logits_i, labels_i): dropped rows still count in the mean (FixMatch's
+    ℓ_u), so the loss grows as more pseudo-labels pass the threshold."""
     return (F.cross_entropy(logits.float(), labels, reduction="none") * mask).mean()
 
 

@@ -7,10 +7,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from metassl.engine import checkpoint as ckpt
-from metassl.engine.rundir import load_run_config
-from metassl.engine.setup import RunSetup, build
-from metassl.errors import CheckpointError
+from metassl.engine.rundir import load_run
+from metassl.engine.setup import RunSetup
 from metassl.methods.mixing import mix
 
 BATCH = 512
@@ -18,18 +16,7 @@ BATCH = 512
 
 def load_selected(run: Path) -> RunSetup:
     """The run's data, split and model, with the weights of ``best.pt`` loaded."""
-    cfg = load_run_config(run)
-    if not (run / "split.json").is_file():
-        raise CheckpointError(f"report: {run} holds no split.json")
-    state = ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)
-    s = build(cfg, run, reuse_split=True)
-    try:
-        s.model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"report: weights in {run / 'best.pt'} do not fit model {cfg.model!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
-    s.model.eval()
-    return s
+    return load_run(run, "selected")[0]
 
 
 @torch.no_grad()

@@ -467,7 +467,7 @@ def test_from_arrays_label_range():
 
 
 def test_load_dataset_rejects_unknown_name_and_option():
-    message = raises_one_line(ConfigError, load_dataset, "imagenet")
+    message = raises_one_line(ConfigError, load_dataset, "imagenet21k")
     assert all(name in message for name in DATASETS)
     assert "coarse" in raises_one_line(ConfigError, load_dataset, "cifar10", coarse=True)
     assert "true or false" in raises_one_line(ConfigError, load_dataset, "cifar100", coarse="yes")

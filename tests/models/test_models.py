@@ -14,9 +14,19 @@ from metassl.models.shakeshake import shake
 
 HEAVY = {"wrn28_10", "shakeshake26"}
 ALL = MODELS.names()
-LIGHT = [n for n in ALL if n not in HEAVY]
 # (input shape, classes); heavy models only run the first, tiny one.
 CASES = [((2, 1, 8, 8), 10), ((2, 1, 28, 28), 10), ((2, 3, 32, 32), 100)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_resources():
+    # These batches are tiny: intra-op threads add only synchronisation, and their spin-waits make
+    # the file several times slower when other processes share the 2 cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    _built.cache_clear()  # the cached models hold ~0.4 GB; free them for the rest of the session
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,221 @@
+"""`SSLClassifier`: scikit-learn style fit / predict on the same engine as `metassl train`."""
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from metassl import config as config_mod
+from metassl.api.inference import Classifier, LoadedRun, VectorEncoder, load_run
+from metassl.data.files import data_info, write_data_info
+from metassl.data.sources import ArrayDataset, as_images, from_arrays
+from metassl.engine import checkpoint as ckpt
+from metassl.engine import rundir
+from metassl.engine.setup import pick_device
+from metassl.engine.trainer import Interrupted, Trainer
+from metassl.errors import ConfigError, DataError
+
+# Keys fit() decides; the rest of TrainConfig can be passed as keywords.
+_OWNED = ("dataset", "data_root", "method", "model", "steps")
+# Where they differ from `metassl train`: use every label given, write no TensorBoard files.
+_DEFAULTS = {"labels_per_class": None, "tensorboard": False}
+# Shifting or flipping a feature vector laid out as an image would scramble its features.
+_VECTOR_DEFAULTS = {"augment": {"translate": 0, "flip": "off"}}
+
+
+class SSLClassifier:
+    """A semi-supervised classifier trained from labeled and unlabeled arrays.
+
+    ``SSLClassifier(method, model, steps, run_dir=None, **config)``: `config` is any
+    TrainConfig key (``lr=0.03``, ``val_per_class=5``, ``ema_decay=0.999``, sections as dicts:
+    ``augment={"translate": 4}``) or the method's section (``mixup={"alpha": 0.4}``); a bad
+    key or value raises ConfigError at once. `model` defaults to ``cnn3`` for images and
+    ``mlp`` for feature vectors.
+
+    ``fit(X, y, X_unlabeled=None)`` takes images (N x C x H x W, or N x H x W grayscale;
+    uint8 0..255 or float 0..1, numpy or torch) or feature vectors (N x D floats, any scale:
+    see `VectorEncoder`), labels of any kind (their sorted unique values become `classes_`)
+    and optional unlabeled examples of the same shape; or a single `ArrayDataset` whose
+    ``y_train`` marks unlabeled examples with -1. The validation set that selects the
+    weights (``val_per_class`` per class) comes from the labeled examples; there is no test
+    set: score the model on held-back data of your own. Training writes a normal run
+    directory (`run_dir`, replaced when it holds a run; a temporary one by default).
+    """
+
+    def __init__(self, method: str = "meta_pl_mixup", model: Optional[str] = None, steps: int = 1000, *,
+                 run_dir: str | Path | None = None, **config: Any):
+        self.method, self.model, self.steps, self.run_dir = method, model, steps, run_dir
+        self.config = config
+        self._resolve(vectors=False)
+
+    # -- scikit-learn protocol --------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        return {"method": self.method, "model": self.model, "steps": self.steps,
+                "run_dir": self.run_dir, **self.config}
+
+    def set_params(self, **params: Any) -> "SSLClassifier":
+        for key, value in params.items():
+            if key in ("method", "model", "steps", "run_dir"):
+                setattr(self, key, value)
+            else:
+                self.config[key] = value
+        self._resolve(vectors=False)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
+        return f"SSLClassifier({args})"
+
+    # -- configuration ----------------------------------------------------------------------
+    def _resolve(self, vectors: bool) -> config_mod.TrainConfig:
+        owned = [k for k in self.config if k in _OWNED]
+        if owned:
+            raise ConfigError(f"config: SSLClassifier sets {owned[0]!r} itself; pass the data to fit()")
+        raw = config_mod.merge(_DEFAULTS, _VECTOR_DEFAULTS) if vectors else dict(_DEFAULTS)
+        raw = config_mod.merge(raw, self.config)
+        raw.update(dataset="arrays", method=self.method, steps=self.steps,
+                   model=self.model or ("mlp" if vectors else "cnn3"))
+        return config_mod.resolve(raw)
+
+    # -- data -------------------------------------------------------------------------------
+    def _dataset(self, X: Any, y: Any, X_unlabeled: Any) -> tuple[ArrayDataset, np.ndarray,
+                                                                 Optional[VectorEncoder]]:
+        if isinstance(X, ArrayDataset):
+            if y is not None or X_unlabeled is not None:
+                raise DataError("fit: an ArrayDataset carries its own labels (-1: unlabeled); "
+                                "pass it without y and X_unlabeled")
+            return X, np.array(X.classes), None
+        if y is None:
+            raise DataError("fit: y is required unless X is an ArrayDataset")
+        x = _numpy(X)
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(x):
+            raise DataError(f"fit: y has shape {labels.shape} but X holds {len(x)} examples; "
+                            "expected one label per example")
+        if len(labels) == 0:
+            raise DataError("fit: X holds no examples")
+        classes, y_idx = np.unique(labels, return_inverse=True)
+        xu = _numpy(X_unlabeled) if X_unlabeled is not None else x[:0]
+        if xu.shape[1:] != x.shape[1:]:
+            raise DataError(f"fit: X_unlabeled examples have shape {_shape(xu.shape[1:])} but X's "
+                            f"have {_shape(x.shape[1:])}")
+        encoder = None
+        if x.ndim == 2:
+            features = np.concatenate([x, xu]).astype(np.float64)
+            if not np.isfinite(features).all():
+                raise DataError("fit: X or X_unlabeled holds NaN or infinite values")
+            encoder = VectorEncoder.fit(features)
+            images = encoder(torch.from_numpy(features)).to(torch.uint8)
+        else:
+            images = torch.cat([as_images(x, "X"), as_images(xu, "X_unlabeled")]) if len(xu) \
+                else as_images(x, "X")
+        targets = np.concatenate([y_idx, np.full(len(xu), -1)])
+        data = from_arrays("arrays", images, targets, classes=[str(c) for c in classes],
+                           allow_unlabeled=True)
+        return data, classes, encoder
+
+    def _inputs(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        info = self.info_
+        x = _numpy(X)
+        if "vectors" in info:
+            features = len(info["vectors"]["mean"])
+            if x.ndim != 2 or x.shape[1] != features:
+                raise DataError(f"predict: X has shape {_shape(x.shape)}; the model was fit on "
+                                f"vectors of {features} features (N x {features})")
+            return torch.from_numpy(x.astype(np.float32))
+        images = as_images(x, "X")
+        want = (info["in_channels"], *info["image_hw"])
+        if tuple(images.shape[1:]) != want:
+            raise DataError(f"predict: X holds {_shape(images.shape[1:])} images (C x H x W); the model "
+                            f"was fit on {_shape(want)}")
+        return images
+
+    # -- fit / predict ----------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, X_unlabeled: Any = None) -> "SSLClassifier":
+        data, classes, encoder = self._dataset(X, y, X_unlabeled)
+        cfg = self._resolve(vectors=encoder is not None)
+        keep = self.run_dir is not None
+        holder = nullcontext(self.run_dir) if keep else tempfile.TemporaryDirectory(prefix="metassl-")
+        with holder as where:
+            path = Path(where)
+            rundir.prepare_new(path, cfg, overwrite=True)
+            try:
+                final = Trainer(cfg, path, data=data).fit()
+            except Interrupted:
+                # The temporary run it names is about to vanish; nothing there to resume.
+                raise KeyboardInterrupt from None
+            info = data_info(data, labels=classes.tolist())
+            if encoder is not None:
+                info["vectors"] = encoder.info()
+            write_data_info(path, info)
+            self._set_fitted(load_run(path, pick_device(cfg.device)), final)
+        self.run_dir_ = path if keep else None
+        return self
+
+    def _set_fitted(self, run: LoadedRun, final: Optional[dict]) -> None:
+        self.model_: Classifier = run.classifier
+        self.info_, self.cfg_, self.step_, self.final_ = run.info, run.cfg, run.step, final
+        self.classes_ = np.array(run.info.get("labels", run.info["classes"]))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ConfigError("SSLClassifier: call fit() (or SSLClassifier.load) before predicting")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, N x len(classes_), columns in the order of `classes_`."""
+        x = self._inputs(X)
+        return self.model_.predict(x, self.cfg_.eval_batch_size).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy (the fraction predicted right), as scikit-learn classifiers report it."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a run directory that `load`, `metassl predict` and `metassl export` read."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.run_dir_ is not None and path.resolve() == Path(self.run_dir_).resolve():
+            return path
+        rundir.write_config(path, self.cfg_)
+        state = {k: v.cpu() for k, v in self.model_.model.state_dict().items()}
+        ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step_, "model": state},
+                         path / "best.pt")
+        write_data_info(path, self.info_)
+        if self.final_ is not None:
+            (path / "final.json").write_text(json.dumps(self.final_, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "SSLClassifier":
+        """A fitted classifier from a saved or `metassl train` run directory (its best.pt)."""
+        path = Path(path)
+        run = load_run(path, pick_device(device))
+        dumped = config_mod.dump(run.cfg)
+        config = {k: v for k, v in dumped.items() if k not in _OWNED}
+        est = cls(method=run.cfg.method, model=run.cfg.model, steps=run.cfg.steps, **config)
+        final = path / "final.json"
+        est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)
+        est.run_dir_ = None
+        return est
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _shape(shape: tuple) -> str:
+    return " x ".join(str(int(d)) for d in shape)

@@ -1,0 +1,112 @@
+"""A trained run as one module: raw inputs in, class probabilities out.
+
+`SSLClassifier.predict_proba`, `metassl predict` and the exported ONNX/TorchScript files all
+run this same module, so they read inputs exactly as training did:
+
+* images: uint8 (or 0..255-valued float) N x C x H x W at the run's size, divided by 255 and
+  normalised with the training data's per-channel mean and std;
+* feature vectors (runs of `SSLClassifier.fit` on N x D arrays): float N x D, encoded into
+  8-bit 1 x S x S images by `VectorEncoder` first.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metassl.config import TrainConfig
+from metassl.data.files import load_data_info
+from metassl.engine import checkpoint as ckpt
+from metassl.engine import rundir
+from metassl.errors import CheckpointError
+from metassl.models import MIN_IMAGE_SIZE, create_model
+
+
+class VectorEncoder(nn.Module):
+    """Feature vectors N x D -> 1 x S x S images of 0..255 values, S = max(8, ceil(sqrt(D))).
+
+    Each feature is standardised with the training data's mean and std, clipped to
+    +-CLIP standard deviations and quantised to 256 levels (steps of 8/255 of a standard
+    deviation), because the engine stores and augments every dataset as 8-bit images;
+    the S*S - D unused pixels are 0.
+    """
+
+    CLIP = 4.0
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.features = len(mean)
+        self.side = max(MIN_IMAGE_SIZE, math.ceil(math.sqrt(self.features)))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "VectorEncoder":
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        return cls(mean.tolist(), np.where(std > 0, std, 1.0).tolist())
+
+    def info(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        z = ((v.float() - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
+        q = torch.round((z + self.CLIP) * (255.0 / (2 * self.CLIP)))
+        q = F.pad(q, (0, self.side * self.side - self.features))
+        return q.reshape(-1, 1, self.side, self.side)
+
+
+class Classifier(nn.Module):
+    """Raw inputs -> softmax probabilities N x K (see the module docstring for the inputs)."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 encoder: Optional[VectorEncoder] = None):
+        super().__init__()
+        self.model, self.encoder = model, encoder
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            x = self.encoder(x)
+        # The same arithmetic as the engine's Augmenter.normalize.
+        x = (x.float() / 255.0 - self.mean) / self.std
+        return torch.softmax(self.model(x).float(), dim=1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        device = self.mean.device
+        outs = [self(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+        return torch.cat(outs) if outs else torch.zeros(0, len(self.model.head.bias))
+
+
+class LoadedRun(NamedTuple):
+    classifier: Classifier
+    info: dict          # data_info.json
+    cfg: TrainConfig
+    step: int           # the step whose weights were selected
+
+
+def build_classifier(cfg: TrainConfig, info: dict, state: dict, source: Path) -> Classifier:
+    model = create_model(cfg.model, int(info["in_channels"]), len(info["classes"]), int(info["image_hw"][0]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint: weights in {source} do not fit model {cfg.model!r}: {first}") from None
+    vectors = info.get("vectors")
+    encoder = VectorEncoder(vectors["mean"], vectors["std"]) if vectors else None
+    return Classifier(model, info["mean"], info["std"], encoder).eval().requires_grad_(False)
+
+
+def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """A run directory's selected weights (best.pt: the EMA weights where the run used EMA)."""
+    cfg = rundir.load_run_config(run)
+    info = load_data_info(run)
+    state = ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)
+    classifier = build_classifier(cfg, info, state["model"], run / "best.pt").to(device)
+    return LoadedRun(classifier, info, cfg, int(state.get("step", 0)))

@@ -1,0 +1,132 @@
+"""`metassl predict`: class probabilities of image files, folders of images or .npz arrays."""
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from metassl.api.inference import load_run
+from metassl.data.files import images_under, read_image, to_array
+from metassl.data.sources import as_images
+from metassl.engine.setup import pick_device
+from metassl.errors import ConfigError, DataError
+
+
+class _Reader:
+    """Turns each input into what the run's classifier takes, the way training read its data."""
+
+    def __init__(self, run: Path, info: dict, forced_channels: Optional[int]):
+        self.run, self.info = run, info
+        self.channels = int(info["in_channels"])
+        self.hw = tuple(int(d) for d in info["image_hw"])
+        self.vectors = info.get("vectors")
+        # A run that converted colour images to gray (channels=1) does so here too; gray images
+        # are repeated into RGB as in training; colour into a grayscale-only run is a mistake.
+        self.read_channels = forced_channels if forced_channels == 1 else (3 if self.channels == 3 else None)
+
+    def _wrong_channels(self, what: str, have: int) -> DataError:
+        return DataError(f"data: {what} has {have}-channel images but run {self.run} was trained on "
+                         f"{self.channels}-channel images")
+
+    def image(self, path: Path) -> torch.Tensor:
+        if self.vectors is not None:
+            raise DataError(f"data: run {self.run} was trained on feature vectors; pass them as an .npz "
+                            f"with x of N x {len(self.vectors['mean'])}, not the image {path}")
+        a = read_image(path, self.hw, self.read_channels)
+        if len(a) != self.channels:
+            raise DataError(f"data: {path} is a colour image but run {self.run} was trained on "
+                            "grayscale images")
+        return torch.from_numpy(a)
+
+    def npz(self, path: Path) -> torch.Tensor:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = archive.files
+                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise DataError(f"data: {path} has no array 'x' (it has: {', '.join(keys) or 'none'})")
+                x = archive[key]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError) as exc:
+            raise DataError(f"data: {path} is not a readable .npz file ({str(exc).strip() or type(exc).__name__})") \
+                from None
+        if self.vectors is not None:
+            features = len(self.vectors["mean"])
+            if x.ndim != 2 or x.shape[1] != features or not np.issubdtype(x.dtype, np.number):
+                raise DataError(f"data: {path} x has shape {'x'.join(map(str, x.shape))}; run {self.run} "
+                                f"takes feature vectors N x {features}")
+            return torch.from_numpy(x.astype(np.float32))
+        images = as_images(x, key, str(path))
+        if images.shape[1] != self.channels:
+            raise self._wrong_channels(f"{path} {key}", int(images.shape[1]))
+        if tuple(images.shape[2:]) != self.hw:
+            images = torch.from_numpy(np.stack([_resize(a, self.hw) for a in images.numpy()]))
+        return images
+
+
+def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    img = Image.fromarray(a[0] if len(a) == 1 else a.transpose(1, 2, 0))
+    return to_array(img, hw, len(a))
+
+
+def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, one input) for every image or array row named by `inputs`, in order."""
+    for path in inputs:
+        if path.is_dir():
+            images = images_under(path)
+            if not images:
+                raise DataError(f"data: folder {path} holds no images")
+            for image in images:
+                yield str(image), reader.image(image)
+        elif path.suffix.lower() == ".npz":
+            for i, row in enumerate(reader.npz(path)):
+                yield f"{path}:{i}", row
+        elif path.is_file():
+            yield str(path), reader.image(path)
+        else:
+            raise DataError(f"data: {path} does not exist")
+
+
+def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 256,
+                   device: str = "auto") -> str:
+    """Write one CSV row per input: its path (or file.npz:row), the predicted class and
+    p_<class> probability columns. The file appears only once every input was read."""
+    if batch_size < 1:
+        raise ConfigError(f"predict: --batch-size must be >= 1, got {batch_size}")
+    loaded = load_run(run, pick_device(device))
+    classes = loaded.info["classes"]
+    reader = _Reader(run, loaded.info, loaded.cfg.channels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    count = 0
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "prediction", *(f"p_{c}" for c in classes)])
+            names: list[str] = []
+            batch: list[torch.Tensor] = []
+
+            def flush() -> None:
+                probs = loaded.classifier.predict(torch.stack(batch), batch_size)
+                for name, p in zip(names, probs.tolist()):
+                    writer.writerow([name, classes[int(np.argmax(p))], *(f"{v:.6g}" for v in p)])
+                names.clear()
+                batch.clear()
+
+            for name, x in _items(inputs, reader):
+                names.append(name)
+                batch.append(x)
+                count += 1
+                if len(batch) == batch_size:
+                    flush()
+            if batch:
+                flush()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return f"metassl: wrote {count} predictions ({len(classes)} classes) to {out}"

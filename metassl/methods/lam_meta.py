@@ -1,0 +1,163 @@
+"""Mixing coefficients learned by meta-gradient: the meta step of MetaMixUp (Mai et al.,
+"MetaMixUp: Learning Adaptive Interpolation Policy of MixUp with Meta-Learning", Sec. III-B),
+shared by ``metamixup``, ``metamixup_ssl``, ``mixmatch_metamixup`` and ``meta_pl_metamixup``.
+
+Each iteration, for the n pairs a method is about to mix (Algorithm 1, lines 2-7):
+
+    λ_i = sigmoid(z_i),  λ_i ~ Beta(a, a) at random (z_i its logit; a = ``init_alpha``)   line 2
+    θ'  = θ - η ∇_θ ℓ_mix(θ, λ)              one SGD step on the mixed loss (Eq. 7)     lines 4-5
+    M   = ℓ(f(x_v; θ'), y_v)                 the loss on a meta-validation batch (Eq. 9)
+    z*  = z - α ∇_z M,  λ* = sigmoid(z*)     Eq. 10-11, α = 5                           line 6
+
+and the method re-mixes with λ* for its real update (line 7-8). η is the current learning rate.
+
+Parametrisation (Eq. 10-11). The variable the meta step moves is the real number z; sigmoid maps it
+into [0, 1], and every mixing, in the look-ahead as in the real step, uses λ = sigmoid(z). Reading
+Eq. 10-11 with λ itself as the mixing weight at line 4 and sigmoid applied only after the step is
+inconsistent (sigmoid is not a projection: it would map an unmoved λ = 0.2 to 0.55, so every λ* would
+fall in [0.5, 0.73] whatever the gradient, contradicting the mass at 0 and 1 of Figure 6). With z the
+logit of a Beta(1, 1) draw, MetaMixUp with a zero meta-gradient is exactly per-sample mixup with
+α = 1, the baseline of Figures 5 and 6.
+
+The hypergradient. With g(z) = ∇_θ ℓ_mix(θ, sigmoid(z)) and v = ∇_θ M(θ'),
+
+    dM/dz = -η (∂g/∂z)^T v                                             (chain rule through θ')
+
+``grad=exact`` computes it by double backpropagation: g with ``create_graph``, then the
+vector-Jacobian product with v (``meta.hypergradient``).
+
+``grad=first_order`` avoids the second-order graph. Since ∂g/∂z is a mixed second derivative,
+
+    (∂g/∂z)^T v = ∂/∂z <v, ∇_θ ℓ_mix(θ, z)> = D_v [∇_z ℓ_mix](θ),
+
+the derivative of the *first-order* quantity ∇_z ℓ_mix (one backward pass to the inputs, no
+parameter gradients) along the direction v in parameter space. A central difference at θ ± εv,
+ε = ``fd_radius``/||v|| (``meta.directional_fd``), gives it to O(ε²) from two such passes; a
+forward-mode pass (``directional=jvp``) gives it exactly. Hence
+
+    dM/dz ≈ -η (∇_z ℓ_mix(θ + εv) - ∇_z ℓ_mix(θ - εv)) / (2ε).
+
+Both need v at θ', i.e. the inner gradient (no graph), one step, and the validation gradient. The
+validation loss is then not differentiated through the inner backward pass at all, which is what
+saves the memory and time of ``exact``. Under data parallelism the inner loss is the mean over ranks
+of each rank's loss, so each rank's derivative carries 1/world_size (as in ``meta.hypergradient``).
+
+BatchNorm. ``meta_bn=train`` (default) runs the look-ahead and the validation pass with batch
+statistics, like the real update the look-ahead stands in for; the running statistics are never
+written (``meta.forward`` updates copies). ``eval`` uses the running statistics instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from metassl import meta
+from metassl.config import bounded
+from metassl.errors import ConfigError
+from metassl.methods.base import Batch
+from metassl.methods.lam_record import LamRecorder
+from metassl.methods.mixing import sample_lam
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+# A method's training loss as a function of how to run the network and of the mixing weights, so
+# that the same code serves the look-ahead (functional, substitute θ) and the real update.
+LossOf = Callable[[Forward, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class MetaLamConfig:
+    alpha: float = bounded(5.0, 0.0)                    # step size of Eq. 10
+    grad: Literal["exact", "first_order"] = "exact"     # hypergradient by double backprop, or not
+    directional: Literal["fd", "jvp"] = "fd"            # first_order: central difference or forward mode
+    fd_radius: float = bounded(0.01, 0.0, lo_open=True)  # ε·||v||
+    meta_bn: Literal["train", "eval"] = "train"         # BatchNorm in the look-ahead and validation passes
+    meta_lr: Optional[float] = bounded(None, 0.0)       # η of the look-ahead; null: the current lr
+    init_alpha: float = bounded(1.0, 0.0, lo_open=True)  # λ starts ~ Beta(init_alpha, init_alpha)
+
+
+def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tensor,
+                        lam: torch.Tensor) -> torch.Tensor:
+    """Per-row λ·CE(logits, y_i) + (1-λ)·CE(logits, y_j), the cross-entropy against the mixed
+    one-hot target λ y_i + (1-λ) y_j. It keeps the logits' precision (float64 in the gradient
+    checks; autocast lifts half precision to float32 inside ``cross_entropy``)."""
+    return lam * F.cross_entropy(logits, y_i, reduction="none") + (1 - lam) * F.cross_entropy(
+        logits, y_j, reduction="none")
+
+
+class MetaLam:
+    """Learns the mixing weights of one iteration (Algorithm 1, lines 2-6)."""
+
+    def __init__(self, model, cfg: MetaLamConfig, ctx, method: str):
+        if ctx.sample_val is None:
+            raise ConfigError(f"config: method={method!r} learns λ on a meta-validation set; "
+                              f"set val_per_class >= 1")
+        self.model, self.cfg, self.ctx = model, cfg, ctx
+
+    def forward_at(self, theta: meta.Params) -> Forward:
+        return partial(meta.forward, self.model, theta, bn=self.cfg.meta_bn)
+
+    def eta(self) -> float:
+        return self.cfg.meta_lr if self.cfg.meta_lr is not None else self.ctx.lr()
+
+    def initial_logits(self, n: int) -> torch.Tensor:
+        return torch.logit(sample_lam(self.cfg.init_alpha, n, self.ctx.device), eps=1e-6)
+
+    def meta_loss(self, theta: meta.Params, val: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.forward_at(theta)(val.x), val.y)
+
+    def hypergradient(self, loss_of: LossOf, z: torch.Tensor, val: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dM/dz, M): the meta-gradient of the validation loss after one look-ahead step, and
+        that loss (detached)."""
+        theta, eta = meta.params(self.model), self.eta()
+        if self.cfg.grad == "exact":
+            z = z.detach().requires_grad_()
+            g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta, create_graph=True)
+            theta_lookahead = meta.lookahead(theta, meta.detached_mean(g), eta)
+            outer = self.meta_loss(theta_lookahead, val)
+            v = meta.grad(outer, theta_lookahead)
+            return meta.hypergradient(g, z, v, eta), outer.detach()
+        g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta)
+        theta_lookahead = meta.lookahead(theta, g, eta)
+        outer = self.meta_loss(theta_lookahead, val)
+        v = meta.grad(outer, theta_lookahead)
+
+        def lam_grad(p: meta.Params) -> torch.Tensor:
+            # torch.func.grad differentiates in z even inside the directional helpers' no_grad.
+            return torch.func.grad(lambda zz: loss_of(self.forward_at(p), torch.sigmoid(zz)))(z.detach())
+
+        if self.cfg.directional == "jvp":
+            _, d = meta.directional_jvp(lam_grad, theta, v)
+        else:
+            _, d = meta.directional_fd(lam_grad, theta, v, self.cfg.fd_radius)
+        return d * (-eta / meta.world_size()), outer.detach()
+
+    def __call__(self, loss_of: LossOf, n: int) -> tuple[torch.Tensor, dict]:
+        """λ* for n pairs (detached, in [0, 1]) and scalars to log."""
+        z = self.initial_logits(n)
+        dz, outer = self.hypergradient(loss_of, z, self.ctx.sample_val())
+        lam = torch.sigmoid(z - self.cfg.alpha * dz)
+        return lam, {"meta_loss": outer, "lam_shift": (lam - torch.sigmoid(z)).abs().mean()}
+
+
+class LearnedLam:
+    """For a Method whose mixing weights ``MetaLam`` learns: ``self.learned_lam`` and
+    ``self.lam_log`` (the ``lambdas.jsonl`` recorder), written at every evaluation and kept
+    across a resume."""
+
+    def setup_learned_lam(self, cfg: MetaLamConfig, method: str, baseline_alpha: Optional[float]) -> None:
+        self.learned_lam = MetaLam(self.model, cfg, self.ctx, method)
+        self.lam_log = LamRecorder(self.ctx.num_classes, self.ctx.device, baseline_alpha)
+
+    def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:
+        return self.lam_log.flush(step, run_dir)
+
+    def state_dict(self) -> dict:
+        return {"lam_log": self.lam_log.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam_log.load_state_dict(state["lam_log"])

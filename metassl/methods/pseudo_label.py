@@ -1,0 +1,56 @@
+"""Pseudo-Label (Lee, "Pseudo-Label: The Simple and Efficient Semi-Supervised Learning Method for
+Deep Neural Networks", ICML 2013 workshop).
+
+Unlabeled examples are trained on the class the model itself predicts (eq. 1: y'_i = 1 for the
+argmax of f(x)), weighted by α(t) (eq. 15/16): 0 until T1, linear to α_f at T2, then α_f:
+
+    L = CE(f(x_l), y) + α(t) · (1/B_u) Σ_i 1[max f(x_u,i) ≥ τ] · CE(f(x_u,i), argmax f(x_u,i))
+
+Lee labels every unlabeled example; the confidence threshold τ is the refinement that Oliver et
+al. ("Realistic Evaluation of Deep Semi-Supervised Learning Algorithms", NeurIPS 2018) found
+necessary, with their τ = 0.95 (τ = 0 recovers Lee's rule). Lee's T1 = 100 and T2 = 600 epochs are
+given here as fractions of the run, in the same 1:6 proportion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from metassl.config import bounded
+from metassl.methods.base import METHODS, Method
+from metassl.methods.pseudo import confident_argmax, masked_cross_entropy
+from metassl.methods.ramps import linear_rampup
+
+
+@dataclass
+class PseudoLabelConfig:
+    threshold: float = bounded(0.95, 0.0, 1.0)
+    alpha_f: float = bounded(3.0, 0.0)
+    t1: float = bounded(0.1, 0.0, 1.0)    # ramp start, fraction of the run
+    t2: float = bounded(0.6, 0.0, 1.0)    # full weight from here on
+
+
+@METHODS.register("pseudo_label")
+class PseudoLabel(Method):
+    Config = PseudoLabelConfig
+    needs_unlabeled = True
+
+    def alpha(self, step: int) -> float:
+        t1, t2 = self.cfg.t1 * self.ctx.total_steps, self.cfg.t2 * self.ctx.total_steps
+        if step < t1:
+            return 0.0
+        return self.cfg.alpha_f * linear_rampup(step - t1, t2 - t1)
+
+    def train_step(self, labeled, unlabeled, step):
+        b = labeled.x.shape[0]
+        logits = self.model(torch.cat([labeled.x, unlabeled.x])).float()
+        logits_l, logits_u = logits[:b], logits[b:]
+        loss_l = F.cross_entropy(logits_l, labeled.y)
+        pseudo, mask = confident_argmax(logits_u.detach().softmax(1), self.cfg.threshold)
+        loss_u = masked_cross_entropy(logits_u, pseudo, mask)
+        loss = loss_l + self.alpha(step) * loss_u
+        self.optimize(loss)
+        return {"loss": loss.detach(), "loss_l": loss_l.detach(), "loss_u": loss_u.detach(),
+                "mask": mask.mean()}

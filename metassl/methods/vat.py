@@ -1,0 +1,96 @@
+"""Virtual Adversarial Training (Miyato et al., "Virtual Adversarial Training: A Regularization
+Method for Supervised and Semi-Supervised Learning", TPAMI 2018), with and without entropy
+minimisation (their "VAT+EntMin").
+
+The local distributional smoothness of an unlabeled x is
+
+    LDS(x) = KL(p(y|x) || p(y|x + r_vadv)),   r_vadv = ε · g / ||g||₂,
+    g = ∇_r KL(p(y|x) || p(y|x + r)) at r = ξ d,
+
+with d a random unit vector refined by power iteration (ξ = 1e-6, one iteration) and p(y|x)
+held constant. The loss is CE(x_l) + α · mean LDS(x_u) (+ the mean prediction entropy on
+x_u for ``vat_em``). ε is in units of the normalised inputs and depends on the dataset: Miyato et
+al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively), and the
+configs in ``configs/`` give values for the small datasets here.
+
+BatchNorm. The perturbed passes run in train mode (batch statistics) under ``frozen_bn_stats``,
+which leaves the running statistics alone, as the authors' code does with
+``update_batch_stats=False``. The clean unlabeled batch gets its own forward, separate from the
+labeled one: p(y|x) must come from the same batch statistics as p(y|x + ξd), otherwise their KL
+is not near zero at ξ -> 0 and g points along the statistics mismatch instead of along the
+dominant eigenvector of the Hessian.
+
+The power iteration runs with autocast off: the logits move by O(ξ) there, below bf16 precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metassl.config import bounded
+from metassl.methods.base import METHODS, Method
+from metassl.methods.losses import entropy, kl_to_target
+from metassl.methods.pseudo import frozen_bn_stats
+
+
+@dataclass
+class VATConfig:
+    eps: float = bounded(6.0, 0.0, lo_open=True)
+    xi: float = bounded(1e-6, 0.0, lo_open=True)
+    power_iterations: int = bounded(1, 1)
+    alpha: float = bounded(1.0, 0.0)
+
+
+def l2_normalize(d: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm over all its dimensions. The gradients at r = ξd are of
+    order ξ·||H|| (1e-8 and below), so they are first scaled by their largest entry: squaring them
+    directly would underflow float32."""
+    shape = (-1, *([1] * (d.dim() - 1)))
+    d = d / (d.flatten(1).abs().amax(dim=1).view(shape) + torch.finfo(d.dtype).tiny)
+    return d / (d.flatten(1).norm(dim=1).view(shape) + 1e-12)
+
+
+def adversarial_direction(model: nn.Module, x: torch.Tensor, p: torch.Tensor, xi: float,
+                          iterations: int) -> torch.Tensor:
+    """Unit direction approximating the dominant eigenvector of the Hessian of
+    KL(p || p(y|x + r)) at r = 0, by power iteration on gradients taken at r = ξ d."""
+    d = torch.randn_like(x)
+    with torch.autocast(x.device.type, enabled=False):
+        for _ in range(iterations):
+            r = (xi * l2_normalize(d)).requires_grad_()
+            dist = kl_to_target(model(x + r), p)
+            d = torch.autograd.grad(dist, r)[0]
+    return l2_normalize(d)
+
+
+@METHODS.register("vat")
+class VAT(Method):
+    Config = VATConfig
+    needs_unlabeled = True
+    entropy_weight = 0.0
+
+    def train_step(self, labeled, unlabeled, step):
+        loss_l = F.cross_entropy(self.model(labeled.x).float(), labeled.y)
+        logits_u = self.model(unlabeled.x).float()
+        p = logits_u.detach().softmax(1)
+        with frozen_bn_stats(self.model):
+            d = adversarial_direction(self.model, unlabeled.x, p, self.cfg.xi, self.cfg.power_iterations)
+            lds = kl_to_target(self.model(unlabeled.x + self.cfg.eps * d), p)
+        loss = loss_l + self.cfg.alpha * lds
+        out = {"loss_l": loss_l.detach(), "lds": lds.detach()}
+        if self.entropy_weight:
+            ent = entropy(logits_u)
+            loss = loss + self.entropy_weight * ent
+            out["entropy"] = ent.detach()
+        self.optimize(loss)
+        return {"loss": loss.detach(), **out}
+
+
+@METHODS.register("vat_em")
+class VATEntMin(VAT):
+    """VAT plus the conditional entropy of p(y|x_u) (Grandvalet & Bengio 2005), weight 1."""
+
+    entropy_weight = 1.0

@@ -1,0 +1,131 @@
+"""SSLClassifier: the README example, labeled/unlabeled handling, vectors, persistence, errors."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metassl import SSLClassifier
+from metassl.api.export import export_run
+from metassl.api.predict import predict_to_csv
+from metassl.data.sources import from_arrays
+from metassl.errors import ConfigError, DataError
+from tests.conftest import REPO
+
+FAST = dict(steps=12, eval_every=6, batch_size=16, val_per_class=2)
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    text = (REPO / "README_API.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(example, "README_API.md", "exec"), scope)
+    assert scope["clf"].score(scope["X"][scope["test"]], scope["y"][scope["test"]]) > 0.5
+    assert (tmp_path / "runs" / "digits-api" / "best.pt").is_file()
+
+
+def blobs(n: int, rng, d: int = 3, side: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class (0, 1, 2) is which channel is bright (how bright, in grayscale)."""
+    y = rng.integers(0, 3, n)
+    x = rng.uniform(0, 0.3, (n, d, side, side)).astype(np.float32)
+    if d == 1:
+        x += 0.3 * y[:, None, None, None]
+    else:
+        x[np.arange(n), y] += 0.6
+    return x, y
+
+
+def test_fit_keeps_unlabeled_out_of_labeled_and_validation(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = blobs(30, rng)
+    xu, _ = blobs(20, rng)
+    names = np.array(["cat", "dog", "eel"])[y]
+    clf = SSLClassifier(method="mixup", model="cnn3", run_dir=tmp_path / "run", **FAST)
+    assert clf.fit(torch.from_numpy(x), names, X_unlabeled=xu) is clf
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert max(split["labeled"] + split["val"]) < 30 and set(range(30, 50)) <= set(split["unlabeled"])
+    assert len(split["val"]) == 6 and len(split["labeled"]) == 24  # labels_per_class=None: every label used
+    assert list(clf.classes_) == ["cat", "dog", "eel"] and clf.final_["val_error"] is not None
+    proba = clf.predict_proba(x)
+    assert proba.shape == (30, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert set(clf.predict(x)) <= {"cat", "dog", "eel"} and 0 <= clf.score(x, names) <= 1
+    # the estimator's run directory is an ordinary run: predict reads it the same way
+    np.savez(tmp_path / "x.npz", x=x[:4])
+    predict_to_csv(tmp_path / "run", [tmp_path / "x.npz"], tmp_path / "p.csv")
+    rows = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert np.allclose([[float(v) for v in r[2:]] for r in rows], proba[:4], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_vectors_of_any_scale_fit_save_load_and_export(tmp_path):
+    rng = np.random.default_rng(1)
+    centers = rng.normal(0, 1, (2, 5)) * [1, 10, 100, 1000, 1e4]
+
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        return centers[y] + rng.normal(0, 0.2, (n, 5)) * [1, 10, 100, 1000, 1e4], y
+
+    x, y = sample(60)
+    xu, _ = sample(40)
+    xt, yt = sample(40)
+    clf = SSLClassifier(method="mixup", lr=0.1, **{**FAST, "steps": 60, "eval_every": 30}).fit(x, y + 5, xu)
+    assert clf.cfg_.model == "mlp" and clf.cfg_.augment.translate == 0 and clf.cfg_.augment.flip == "off"
+    assert clf.score(xt, yt + 5) > 0.9 and list(clf.classes_) == [5, 6]
+    saved = clf.save(tmp_path / "vec")
+    again = SSLClassifier.load(saved)
+    assert again.predict(xt).dtype == clf.predict(xt).dtype  # integer labels stay integers
+    np.testing.assert_array_equal(again.predict_proba(xt), clf.predict_proba(xt))
+    export_run(saved, "torchscript", tmp_path / "vec.pt")
+    scripted = torch.jit.load(str(tmp_path / "vec.pt"))
+    torch.testing.assert_close(scripted(torch.from_numpy(xt).float()).numpy(), clf.predict_proba(xt))
+    with pytest.raises(DataError, match="N x 5"):
+        clf.predict(xt[:, :4])
+
+
+def test_array_dataset_with_unlabeled_rows_and_sklearn_clone(tmp_path):
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(2)
+    x, y = blobs(24, rng, d=1)
+    y[::4] = -1
+    ds = from_arrays("mine", x, y, classes=["a", "b", "c"], allow_unlabeled=True)
+    clf = SSLClassifier(method="mixup", model="mlp", **FAST)
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params() and copy is not clf
+    clf.fit(ds)
+    assert list(clf.classes_) == ["a", "b", "c"] and clf.run_dir_ is None
+    assert clf.predict_proba(x[:, 0]).shape == (24, 3)  # N x H x W is grayscale
+    assert clf.set_params(lr=0.01).get_params()["lr"] == 0.01
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(ConfigError, match="'stpes'"):
+        SSLClassifier(stpes=10)
+    with pytest.raises(ConfigError, match="mixup.alpha"):
+        SSLClassifier(method="mixup", mixup={"alpha": -1})
+    with pytest.raises(ConfigError, match="sets 'dataset' itself"):
+        SSLClassifier(dataset="digits")
+    clf = SSLClassifier(method="mixup", model="mlp", **FAST)
+    with pytest.raises(ConfigError, match="call fit"):
+        clf.predict(np.zeros((1, 8, 8)))
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    with pytest.raises(DataError, match="one label per example"):
+        clf.fit(x, [0, 1, 0])
+    with pytest.raises(DataError, match="X_unlabeled examples have shape 3 x 8 x 8"):
+        clf.fit(x, [0, 1, 0, 1], X_unlabeled=np.zeros((2, 3, 8, 8)))
+    with pytest.raises(DataError, match="float values from 0.0 to 2.0"):
+        clf.fit(x + 2 * (np.arange(4) == 3)[:, None, None, None], [0, 1, 0, 1])
+
+
+def test_predict_rejects_images_of_another_shape(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = blobs(24, rng)
+    clf = SSLClassifier(method="mixup", model="cnn3", **FAST).fit(x, y)
+    with pytest.raises(DataError, match="1 x 8 x 8 images .* fit on 3 x 8 x 8"):
+        clf.predict(x[:, :1])
+    assert Path(clf.save(tmp_path / "r") / "data_info.json").is_file()

@@ -1,0 +1,118 @@
+"""`metassl predict`: rows, columns, the selected weights, and bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metassl import config
+from metassl.api.predict import predict_to_csv
+from metassl.data.augment import Augmenter
+from metassl.data.files import images_under, read_images
+from metassl.engine import checkpoint as ckpt
+from metassl.engine import rundir
+from metassl.engine.trainer import Trainer
+from metassl.errors import DataError
+from metassl.models import create_model
+from tests.conftest import FAST
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def reference_probabilities(run, images: torch.Tensor) -> torch.Tensor:
+    """What the run's selected weights say, computed the way the engine evaluates."""
+    info = json.loads((run / "data_info.json").read_text())
+    model = create_model("cnn3", info["in_channels"], len(info["classes"]), info["image_hw"][0])
+    model.load_state_dict(ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)["model"])
+    norm = Augmenter(info["mean"], info["std"], flip=False, translate=0, noise=0.0, device="cpu").normalize
+    with torch.no_grad():
+        return torch.softmax(model.eval()(norm(images)), dim=1)
+
+
+def test_predict_writes_one_row_per_input_from_the_selected_weights(photos, photo_run, tmp_path):
+    final = json.loads((photo_run / "final.json").read_text())
+    assert final["test_held_out"] is True
+    assert json.loads((photo_run / "data_info.json").read_text())["classes"] == ["blue", "green", "red"]
+    folder = photos / "unlabeled"
+    single = photos / "labeled" / "blue" / "3.png"
+    arrays = read_images(images_under(photos / "labeled" / "red")[:3], (12, 12), 3)
+    bigger = read_images(images_under(photos / "labeled" / "red")[:2], (20, 20), 3)
+    np.savez(tmp_path / "a.npz", x=arrays)
+    np.savez(tmp_path / "b.npz", images=bigger.astype(np.float32) / 255)  # the only array, other size
+    out = tmp_path / "preds" / "p.csv"
+    message = predict_to_csv(photo_run, [folder, single, tmp_path / "a.npz", tmp_path / "b.npz"], out,
+                             batch_size=5)
+    assert str(out) in message
+    rows = read_rows(out)
+    assert rows[0] == ["path", "prediction", "p_blue", "p_green", "p_red"]
+    names = [r[0] for r in rows[1:]]
+    assert names == [str(p) for p in images_under(folder)] + [str(single)] + \
+        [f"{tmp_path / 'a.npz'}:{i}" for i in range(3)] + [f"{tmp_path / 'b.npz'}:{i}" for i in range(2)]
+    probs = torch.tensor([[float(v) for v in r[2:]] for r in rows[1:]])
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-4)
+    assert [r[1] for r in rows[1:]] == [["blue", "green", "red"][i] for i in probs.argmax(1).tolist()]
+    images = torch.from_numpy(read_images(images_under(folder) + [single], (12, 12), 3))
+    expected = reference_probabilities(photo_run, torch.cat([images, torch.from_numpy(arrays)]))
+    assert torch.allclose(probs[:len(expected)], expected, atol=1e-5)
+    # the colours are easy: the model gets the labeled red images right
+    assert [r[1] for r in rows[14:17]] == ["red"] * 3
+
+
+@pytest.fixture(scope="module")
+def gray_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("gray")
+    cfg = config.load_config(None, FAST + ["steps=4", "eval_every=4"])
+    rundir.prepare_new(run, cfg, overwrite=False)
+    Trainer(cfg, run).fit()
+    return run
+
+
+def test_bad_inputs_name_the_file_and_keep_the_old_output(photo_run, gray_run, photos, tmp_path):
+    out = tmp_path / "preds.csv"
+    out.write_text("earlier results\n")
+    truncated = tmp_path / "cut.png"
+    data = (photos / "unlabeled" / "u00.png").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    np.savez(tmp_path / "gray.npz", x=np.zeros((2, 1, 12, 12), np.uint8))
+    np.savez(tmp_path / "none.npz", a=np.zeros(2), b=np.zeros(2))
+    (tmp_path / "empty").mkdir()
+    color = photos / "labeled" / "red" / "1.png"
+    cases = [
+        (photo_run, truncated, "is not a readable image"),
+        (photo_run, tmp_path / "gray.npz", "has 1-channel images but run"),
+        (photo_run, tmp_path / "none.npz", "has no array 'x'"),
+        (photo_run, tmp_path / "missing.png", "does not exist"),
+        (photo_run, tmp_path / "empty", "holds no images"),
+        (gray_run, color, "is a colour image but run"),
+    ]
+    for run, bad, fragment in cases:
+        # good inputs come first, so some rows were already written when the bad one is met
+        good = [photos / "unlabeled"] if run == photo_run else []
+        with pytest.raises(DataError) as info:
+            predict_to_csv(run, [*good, bad], out, batch_size=4)
+        assert str(bad) in str(info.value) and fragment in str(info.value) and "\n" not in str(info.value)
+        assert out.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.png", "empty", "gray.npz", "none.npz", "preds.csv"]
+
+
+def test_gray_images_predict_on_a_gray_run_and_cli_errors_are_one_line(gray_run, tmp_path, cli):
+    Image.fromarray(np.full((20, 30), 200, np.uint8)).save(tmp_path / "g.png")
+    Image.new("RGB", (8, 8), (70, 70, 70)).save(tmp_path / "rgb-but-gray.png")
+    out = tmp_path / "p.csv"
+    proc = cli("predict", str(gray_run), str(tmp_path / "g.png"), str(tmp_path / "rgb-but-gray.png"),
+               "--out", str(out), check=True)
+    assert "wrote 2 predictions" in proc.stdout
+    assert len(read_rows(out)) == 3 and read_rows(out)[0][2:] == [f"p_{d}" for d in range(10)]
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "red.png")
+    proc = cli("predict", str(gray_run), str(tmp_path / "red.png"), "--out", str(tmp_path / "q.csv"))
+    assert proc.returncode == 1 and not (tmp_path / "q.csv").exists()
+    assert proc.stderr.strip().splitlines() == [
+        f"metassl: error: data: {tmp_path / 'red.png'} is a colour image but run {gray_run} was trained on "
+        "grayscale images"]

@@ -1,0 +1,70 @@
+import copy
+
+import torch
+
+from metassl.methods.losses import kl_to_target
+from metassl.methods.pseudo import frozen_bn_stats
+from metassl.methods.vat import adversarial_direction, l2_normalize
+from tests.methods.conftest import MARGIN, small_net
+
+
+def bn(model):
+    return next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+
+
+def test_frozen_bn_stats_uses_batch_statistics_and_keeps_running_ones():
+    net = small_net().train()
+    x = torch.randn(32, 1, 8, 8) * 3 + 1
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with frozen_bn_stats(net):
+        out = net(x)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert bn(net).momentum == 0.1
+    assert torch.allclose(out, copy.deepcopy(net)(x))  # the same train-mode output as an unfrozen pass
+    net(x)
+    assert not torch.equal(before["2.running_mean"], net.state_dict()["2.running_mean"])
+
+
+def test_adversarial_direction_raises_the_kl_far_more_than_a_random_one():
+    torch.manual_seed(0)
+    net = small_net().eval()
+    x = torch.randn(64, 1, 8, 8)
+    p = net(x).softmax(1).detach()
+    d_adv = adversarial_direction(net, x, p, xi=1e-6, iterations=1)
+    assert torch.allclose(d_adv.flatten(1).norm(dim=1), torch.ones(64), atol=1e-5)
+    d_rand = l2_normalize(torch.randn_like(x))
+    eps = 0.5
+    with torch.no_grad():
+        kl_adv = kl_to_target(net(x + eps * d_adv), p)
+        kl_rand = kl_to_target(net(x + eps * d_rand), p)
+    assert kl_adv > 5 * kl_rand
+
+
+def test_perturbed_passes_leave_running_stats_to_the_clean_ones(make_method):
+    method, batches = make_method("vat", "eps=2.0")
+    labeled, unlabeled = batches()
+    reference = copy.deepcopy(method.model).train()
+    reference(labeled.x)
+    reference(unlabeled.x)
+    out = method.train_step(labeled, unlabeled, step=0)
+    assert out["lds"] > 0
+    assert torch.allclose(bn(method.model).running_mean, bn(reference).running_mean)
+    assert torch.allclose(bn(method.model).running_var, bn(reference).running_var)
+    assert bn(method.model).num_batches_tracked == 2
+
+
+def test_vat_em_adds_the_prediction_entropy(make_method):
+    method, batches = make_method("vat_em", "alpha=1.0")
+    out = method.train_step(*batches(), step=0)
+    assert out["entropy"] > 0
+    assert torch.allclose(out["loss"], out["loss_l"] + out["lds"] + out["entropy"])
+    assert "entropy" not in make_method("vat")[0].train_step(*batches(), step=0)
+
+
+# ε for 8x8 digits (configs/vat.yaml): CIFAR-10's 6 scaled by the input norm, √64 against √3072.
+def test_vat_beats_supervised_on_digits(digits_error, supervised_error):
+    assert digits_error("vat", "vat.eps=1.0") < supervised_error - MARGIN
+
+
+def test_vat_em_beats_supervised_on_digits(digits_error, supervised_error):
+    assert digits_error("vat_em", "vat_em.eps=1.0") < supervised_error - MARGIN
