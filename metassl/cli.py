@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ def cmd_train(args) -> int:
     else:
         cfg = config_mod.load_config(args.config, args.overrides)
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
-        created = rundir.prepare_new(path, cfg, overwrite=args.overwrite)
+        # Under torchrun only rank 0 touches the run directory.
+        created = (rundir.prepare_new(path, cfg, overwrite=args.overwrite)
+                   if os.environ.get("RANK", "0") == "0" else False)
         try:
             trainer = Trainer(cfg, path)
         except MetasslError:
@@ -46,7 +49,8 @@ def cmd_train(args) -> int:
             raise
     print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
     final = trainer.fit()
-    print(json.dumps(final, indent=2))
+    if trainer.rank == 0:
+        print(json.dumps(final, indent=2))
     return 0
 
 
@@ -162,7 +166,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_intermixed_args(argv)
+    p = parser()
+    # key=value overrides may follow options (argparse alone only takes them before the first one).
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
     try:
         return args.func(args)
     except MetasslError as exc:

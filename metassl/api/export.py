@@ -79,7 +79,8 @@ def export_run(run: Path, fmt: str, out: Path) -> str:
             raise
         except Exception as exc:  # noqa: BLE001 - exporters fail with many exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MetasslError(f"export: {fmt} export of model {loaded.cfg.model!r} failed: {first}") from None
+            raise MetasslError(f"export: {fmt} export of model {loaded.cfg.model!r} failed: "
+                               f"{first}") from None
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

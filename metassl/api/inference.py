@@ -97,7 +97,8 @@ def build_classifier(cfg: TrainConfig, info: dict, state: dict, source: Path) ->
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint: weights in {source} do not fit model {cfg.model!r}: {first}") from None
+        raise CheckpointError(f"checkpoint: weights in {source} do not fit model {cfg.model!r}: "
+                              f"{first}") from None
     vectors = info.get("vectors")
     encoder = VectorEncoder(vectors["mean"], vectors["std"]) if vectors else None
     return Classifier(model, info["mean"], info["std"], encoder).eval().requires_grad_(False)

@@ -53,8 +53,8 @@ class _Reader:
                     raise DataError(f"data: {path} has no array 'x' (it has: {', '.join(keys) or 'none'})")
                 x = archive[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError) as exc:
-            raise DataError(f"data: {path} is not a readable .npz file ({str(exc).strip() or type(exc).__name__})") \
-                from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"data: {path} is not a readable .npz file ({reason})") from None
         if self.vectors is not None:
             features = len(self.vectors["mean"])
             if x.ndim != 2 or x.shape[1] != features or not np.issubdtype(x.dtype, np.number):

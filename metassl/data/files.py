@@ -160,6 +160,11 @@ def read_images(paths: Sequence[Path], hw: Optional[tuple[int, int]],
     return out
 
 
+def _listing(names: Sequence[str], limit: int = 10) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _natural(names: Sequence[str]) -> list[str]:
     if all(re.fullmatch(r"-?\d+", n) for n in names):
         return sorted(names, key=int)
@@ -185,12 +190,13 @@ def _class_folders(folder: Path, known: Optional[Sequence[str]] = None) -> list[
                         f"{folder}{os.sep}<class>{os.sep}")
     names = _natural([p.name for p in entries if p.is_dir()])
     if not names:
-        raise DataError(f"data: {folder} has no class folders; expected {folder}{os.sep}<class>{os.sep}<image>")
+        raise DataError(f"data: {folder} has no class folders; expected "
+                        f"{folder}{os.sep}<class>{os.sep}<image>")
     out = []
     for name in names:
         if known is not None and name not in known:
             raise DataError(f"data: {folder / name} is a class that has no labeled training images "
-                            f"(known classes: {', '.join(known)})")
+                            f"(known classes: {_listing(known)})")
         images = images_under(folder / name)
         if not images:
             raise DataError(f"data: class folder {folder / name} holds no images "
@@ -322,7 +328,7 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
         if split == "test":
             if label not in index:
                 raise DataError(f"data: {path} line {line}: class {label!r} has no labeled training "
-                                f"rows (known classes: {', '.join(classes)})")
+                                f"rows (known classes: {_listing(classes)})")
             test_paths.append(file)
             test_y.append(index[label])
         else:
@@ -388,7 +394,8 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
 def _npz_labels(path: Path, key: str, y: np.ndarray, lowest: int,
                 classes: Optional[list[str]]) -> np.ndarray:
     if y.ndim != 1:
-        raise DataError(f"data: {path} key {key!r} has shape {'x'.join(map(str, y.shape))}; expected N labels")
+        raise DataError(f"data: {path} key {key!r} has shape {'x'.join(map(str, y.shape))}; "
+                        "expected N labels")
     if np.issubdtype(y.dtype, np.floating):
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if bad.size:

@@ -88,7 +88,8 @@ def test_channels_auto_gray_forced_and_mixed(tmp_path):
     ds = load("imagefolder", mixed, test_fraction=0)
     assert ds.in_channels == 3 and ds.x_train[0, :, 0, 0].tolist() == [40, 40, 40]
     forced = load("imagefolder", mixed, test_fraction=0, channels=1)
-    assert forced.in_channels == 1 and forced.x_train[1, 0, 0, 0] == round(0.299 * 220 + 0.587 * 20 + 0.114 * 20)
+    luma = round(0.299 * 220 + 0.587 * 20 + 0.114 * 20)
+    assert forced.in_channels == 1 and forced.x_train[1, 0, 0, 0] == luma
 
 
 def test_native_size_and_mismatch(tmp_path):
@@ -315,7 +316,8 @@ def test_unlabeled_examples_stay_out_of_labeled_and_val():
 def test_from_arrays_takes_unlabeled_only_when_asked():
     x = np.zeros((3, 4, 4), np.uint8)
     assert from_arrays("t", x, [0, -1, 1], allow_unlabeled=True).y_train.tolist() == [0, -1, 1]
-    assert "outside [-1, 2)" in raises_one_line(DataError, from_arrays, "t", x, [0, -2, 1], allow_unlabeled=True)
+    message = raises_one_line(DataError, from_arrays, "t", x, [0, -2, 1], allow_unlabeled=True)
+    assert "outside [-1, 2)" in message
     assert "outside [0, 2)" in raises_one_line(DataError, from_arrays, "t", x, [0, -1, 1], classes=["a", "b"])
 
 
