@@ -65,11 +65,19 @@ _READ_CHUNK = 1024
 
 
 def load_files(name: str, data_root: str | Path | None, **options: Any) -> ArrayDataset:
-    """Load file dataset `name` (a key of `OPTIONS`) from `data_root`."""
+    """Load file dataset `name` (a key of `OPTIONS`) from `data_root` with all its options.
+
+    Every option is required: they decide the pixels and the train/test division, so a run
+    re-read with a default in place of its own setting would silently get other data.
+    """
     for key in options:
         if key not in OPTIONS[name]:
             raise ConfigError(f"data: option {key!r} does not apply to {name} "
                               f"(its options: {', '.join(OPTIONS[name])})")
+    missing = [key for key in OPTIONS[name] if key not in options]
+    if missing:
+        raise ConfigError(f"data: dataset {name} needs the options {', '.join(missing)} "
+                          "(config keys; metassl.data.sources.dataset_options(cfg) gives them)")
     if data_root is None:
         raise ConfigError(f"config: dataset={name!r} needs data_root=<{_ROOT_WHAT[name]}>")
     loader = {"imagefolder": load_imagefolder, "csv": load_csv, "npz": load_npz,

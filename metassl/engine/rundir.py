@@ -14,7 +14,8 @@ from metassl.engine.evaluate import error_rate
 from metassl.engine.setup import RunSetup, build
 from metassl.errors import CheckpointError, ConfigError
 
-RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl")
+RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
+             "data_info.json", "lambdas.jsonl")
 RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard"}
 
 

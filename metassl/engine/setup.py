@@ -13,7 +13,7 @@ from torch import nn
 
 from metassl.config import TrainConfig
 from metassl.data.augment import Augmenter
-from metassl.data.sources import ArrayDataset, load_dataset
+from metassl.data.sources import ArrayDataset, dataset_options, load_dataset
 from metassl.data.splits import Split, load_split, make_split, save_split
 from metassl.errors import ConfigError
 from metassl.models import create_model
@@ -70,8 +70,7 @@ def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
     """Load the data (unless given), make (or reload) the split, build the model; nothing is trained."""
     device = pick_device(cfg.device)
     if data is None:
-        options = {"svhn_extra": True} if cfg.svhn_extra else {}
-        data = load_dataset(cfg.dataset, cfg.data_root, **options)
+        data = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
     split_path = run_dir / "split.json" if run_dir is not None else None
     if reuse_split and split_path is not None and split_path.exists():
         split = load_split(split_path, len(data.y_train))

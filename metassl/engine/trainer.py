@@ -15,7 +15,7 @@ import yaml
 from metassl import config as config_mod
 from metassl.config import TrainConfig
 from metassl.data.files import save_data_info
-from metassl.data.sources import ArrayDataset, dataset_options, load_dataset
+from metassl.data.sources import ArrayDataset
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import dist
@@ -58,8 +58,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        if data is None:
-            data = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
         self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume, data=data)
         s = self.s
         if self.writes:

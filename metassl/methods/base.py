@@ -35,7 +35,7 @@ class TrainContext:
     sample_val: Optional[Callable[[], Batch]] = None    # a batch of the validation set (meta methods)
     scaler: Optional[torch.amp.GradScaler] = None       # fp16 only
     autocast: Callable = nullcontext
-    strong_augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # uint8 -> RandAugment+Cutout view
+    strong_augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # uint8 -> RandAugment view
 
 
 @dataclass

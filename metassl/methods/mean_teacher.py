@@ -36,7 +36,7 @@ from metassl.methods.ramps import rampup_fraction
 @dataclass
 class MeanTeacherConfig:
     w_max: float = bounded(100.0, 0.0)
-    rampup: float = bounded(0.25, 0.0, 1.0)          # fraction of the run
+    rampup_fraction: float = bounded(0.25, 0.0, 1.0)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     ema_decay_rampup: float = bounded(0.99, 0.0, 1.0)
 
@@ -53,7 +53,7 @@ class MeanTeacher(Method):
         self.teacher.module.train()
 
     def decay(self, step: int) -> float:
-        ramping = step < self.cfg.rampup * self.ctx.total_steps
+        ramping = step < self.cfg.rampup_fraction * self.ctx.total_steps
         alpha = self.cfg.ema_decay_rampup if ramping else self.cfg.ema_decay
         return min(1.0 - 1.0 / (step + 1), alpha)
 
@@ -65,7 +65,8 @@ class MeanTeacher(Method):
             teacher_probs = self.teacher.module(teacher_view).float().softmax(1)
         loss_l = F.cross_entropy(logits[:b], labeled.y)
         loss_cons = mse_consistency(logits.softmax(1), teacher_probs, class_mean=True)
-        w = self.cfg.w_max * rampup_fraction("sigmoid", step, self.ctx.total_steps, self.cfg.rampup)
+        ramp = rampup_fraction("sigmoid", step, self.ctx.total_steps, self.cfg.rampup_fraction)
+        w = self.cfg.w_max * ramp
         loss = loss_l + w * loss_cons
         self.optimize(loss)
         self.teacher.update(self.student, self.decay(step))

@@ -14,7 +14,7 @@ few thousand steps that is a few dozen steps, full weight arrives before the gue
 anything, and the model collapses onto a few classes (digits with 5 labels per class and an MLP:
 33% test error against supervised's 17%; 86% at lr 0.01). The default ramps over the first 40%,
 the consistency ramp of Oliver et al.'s unified protocol (200k of 500k steps);
-``mixmatch.rampup=0.015625`` restores the paper's fraction.
+``mixmatch.rampup_fraction=0.015625`` restores the paper's fraction.
 
 BatchNorm. The label guess runs without gradients under ``frozen_bn_stats``: batch statistics,
 running statistics untouched (the authors' code keeps only the training pass's updates). X' and
@@ -43,7 +43,7 @@ class MixMatchConfig:
     temperature: float = bounded(0.5, 0.0, lo_open=True)
     alpha: float = bounded(0.75, 0.0, lo_open=True)
     lambda_u: float = bounded(75.0, 0.0)
-    rampup: float = bounded(0.4, 0.0, 1.0)   # fraction of the run
+    rampup_fraction: float = bounded(0.4, 0.0, 1.0)
 
 
 @METHODS.register("mixmatch")
@@ -73,7 +73,8 @@ class MixMatch(Method):
         logits = self.model(x_mixed).float()
         loss_x = soft_cross_entropy(logits[:b], y_mixed[:b])
         loss_u = mse_consistency(logits[b:].softmax(1), y_mixed[b:], class_mean=True)
-        lambda_u = self.cfg.lambda_u * rampup_fraction("linear", step, self.ctx.total_steps, self.cfg.rampup)
+        ramp = rampup_fraction("linear", step, self.ctx.total_steps, self.cfg.rampup_fraction)
+        lambda_u = self.cfg.lambda_u * ramp
         loss = loss_x + lambda_u * loss_u
         self.optimize(loss)
         return {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach()}

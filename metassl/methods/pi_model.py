@@ -5,8 +5,8 @@ augmentation, giving z_i and z̃_i; the loss is
 
     L = CE(z_l, y) + w(t) · (1/(C·|B|)) Σ_{i∈B} ||softmax(z_i) - softmax(z̃_i)||²
 
-with w(t) = w_max · exp(-5 (1 - t/T)²) over the first ``rampup`` of the run (80 of their 300
-epochs) and w_max = 100 on this class-averaged squared error. Gradients flow through both
+with w(t) = w_max · exp(-5 (1 - t/T)²) over the first ``rampup_fraction`` of the run (80 of their
+300 epochs) and w_max = 100 on this class-averaged squared error. Gradients flow through both
 evaluations, as in the paper.
 
 Laine & Aila scale w_max by M/N because their cross-entropy is summed over the labeled part of a
@@ -32,7 +32,7 @@ from metassl.methods.ramps import rampup_fraction
 @dataclass
 class PiModelConfig:
     w_max: float = bounded(100.0, 0.0)
-    rampup: float = bounded(0.27, 0.0, 1.0)   # fraction of the run
+    rampup_fraction: float = bounded(0.27, 0.0, 1.0)
 
 
 @METHODS.register("pi_model")
@@ -47,7 +47,8 @@ class PiModel(Method):
         z, z_tilde = self.model(torch.cat([first, second])).float().chunk(2)
         loss_l = F.cross_entropy(z[:b], labeled.y)
         loss_cons = mse_consistency(z.softmax(1), z_tilde.softmax(1), class_mean=True)
-        w = self.cfg.w_max * rampup_fraction("sigmoid", step, self.ctx.total_steps, self.cfg.rampup)
+        ramp = rampup_fraction("sigmoid", step, self.ctx.total_steps, self.cfg.rampup_fraction)
+        w = self.cfg.w_max * ramp
         loss = loss_l + w * loss_cons
         self.optimize(loss)
         return {"loss": loss.detach(), "loss_l": loss_l.detach(), "loss_cons": loss_cons.detach()}

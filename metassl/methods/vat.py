@@ -10,8 +10,9 @@ The local distributional smoothness of an unlabeled x is
 with d a random unit vector refined by power iteration (ξ = 1e-6, one iteration) and p(y|x)
 held constant. The loss is CE(x_l) + α · mean LDS(x_u) (+ the mean prediction entropy on
 x_u for ``vat_em``). ε is in units of the normalised inputs and depends on the dataset: Miyato et
-al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively), and the
-configs in ``configs/`` give values for the small datasets here.
+al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively); the
+default 6.0 is Oliver et al.'s CIFAR-10 value for standardised inputs. Scaled by the typical input
+norm (√D), that is 1.0 for 8x8 digits and 3.0 for 28x28 images (``configs/vat.yaml``).
 
 BatchNorm. The perturbed passes run in train mode (batch statistics) under ``frozen_bn_stats``,
 which leaves the running statistics alone, as the authors' code does with
@@ -46,8 +47,8 @@ class VATConfig:
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:
     """Each sample scaled to unit L2 norm over all its dimensions. The gradients at r = ξd are of
-    order ξ·||H|| (1e-8 and below), so they are first scaled by their largest entry: squaring them
-    directly would underflow float32."""
+    order ξ·||H|| (1e-8 and below), so they are first scaled by their largest entry: the norm's
+    1e-12 guard would otherwise be comparable to the norm itself."""
     shape = (-1, *([1] * (d.dim() - 1)))
     d = d / (d.flatten(1).abs().amax(dim=1).view(shape) + torch.finfo(d.dtype).tiny)
     return d / (d.flatten(1).norm(dim=1).view(shape) + 1e-12)
@@ -74,7 +75,9 @@ class VAT(Method):
 
     def train_step(self, labeled, unlabeled, step):
         loss_l = F.cross_entropy(self.model(labeled.x).float(), labeled.y)
-        logits_u = self.model(unlabeled.x).float()
+        # p(y|x_u) is a constant target; only the entropy term needs the clean pass's graph.
+        with torch.set_grad_enabled(self.entropy_weight > 0):
+            logits_u = self.model(unlabeled.x).float()
         p = logits_u.detach().softmax(1)
         with frozen_bn_stats(self.model):
             d = adversarial_direction(self.model, unlabeled.x, p, self.cfg.xi, self.cfg.power_iterations)

@@ -45,8 +45,11 @@ def image_folder(root: Path, per_class: int = 5, unlabeled: int = 4, test: bool 
     return root
 
 
+DEFAULTS = {"image_size": 8, "channels": None, "test_fraction": 0.2, "imagenet_fraction": 1.0}
+
+
 def load(name, root, **options):
-    return load_dataset(name, root, **{"image_size": 8, "channels": None, **options})
+    return load_dataset(name, root, **{k: options.get(k, DEFAULTS[k]) for k in files.OPTIONS[name]})
 
 
 # --------------------------------------------------------------------------- image folders
@@ -220,7 +223,7 @@ def test_npz_with_unlabeled_test_and_class_names(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x=x, y=np.array([0, 1, -1, 1, -1, 0]), x_test=x[:2].astype(np.float32) / 255,
              y_test=np.array([1, 0]), classes=np.array(["cat", "dog"]))
-    ds = load_dataset("npz", path, test_fraction=0.5)
+    ds = load("npz", path, test_fraction=0.5)
     assert ds.classes == ["cat", "dog"] and ds.y_train.tolist() == [0, 1, -1, 1, -1, 0]
     assert torch.equal(ds.x_train, torch.from_numpy(x)) and torch.equal(ds.x_test, ds.x_train[:2])
     assert not ds.test_held_out
@@ -230,7 +233,7 @@ def test_npz_without_test_holds_one_out(tmp_path, capsys):
     path = tmp_path / "d.npz"
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1, -1])
     np.savez(path, x=np.arange(10, dtype=np.uint8).repeat(16).reshape(10, 4, 4), y=y)
-    ds = load_dataset("npz", path, test_fraction=0.25)
+    ds = load("npz", path, test_fraction=0.25)
     assert ds.test_held_out and ds.y_test.tolist() == [0, 1] and len(ds.y_train) == 8
     assert ds.classes == ["0", "1"] and ds.in_channels == 1
     # each held-out image moved with its label
@@ -254,14 +257,14 @@ def test_npz_without_test_holds_one_out(tmp_path, capsys):
 def test_npz_bad_arrays_name_the_file(tmp_path, arrays, fragment):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    message = raises_one_line(DataError, load_dataset, "npz", path)
+    message = raises_one_line(DataError, load, "npz", path)
     assert str(path) in message and fragment in message
 
 
 def test_npz_not_an_archive(tmp_path):
     path = tmp_path / "x.npz"
     path.write_bytes(b"PK\x03\x04 broken")
-    assert str(path) in raises_one_line(DataError, load_dataset, "npz", path)
+    assert str(path) in raises_one_line(DataError, load, "npz", path)
 
 
 # --------------------------------------------------------------------------- ImageNet
@@ -272,15 +275,15 @@ def test_imagenet_layout_fraction_and_val(tmp_path, capsys):
         for i in range(10):
             save(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG", (c * 200, 10 * i, 50), size=(20, 16))
         save(tmp_path / "val" / wnid / f"ILSVRC2012_val_{c}.JPEG", (c * 200, 0, 50))
-    ds = load_dataset("imagenet", tmp_path, image_size=8, channels=None, imagenet_fraction=0.3)
+    ds = load("imagenet", tmp_path, imagenet_fraction=0.3)
     assert ds.classes == ["n01440764", "n01443537"] and ds.image_hw == (8, 8)
     assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 1]
     assert ds.mean == files.IMAGENET_MEAN and ds.hflip and not ds.test_held_out
-    again = load_dataset("imagenet", tmp_path, image_size=8, channels=None, imagenet_fraction=0.3)
+    again = load("imagenet", tmp_path, imagenet_fraction=0.3)
     assert torch.equal(ds.x_train, again.x_train)  # the kept subset does not depend on the run
     assert "GiB of memory" in capsys.readouterr().err
     (tmp_path / "val" / "n01440764" / "ILSVRC2012_val_0.JPEG").rename(tmp_path / "val" / "flat.JPEG")
-    message = raises_one_line(DataError, load_dataset, "imagenet", tmp_path, image_size=8)
+    message = raises_one_line(DataError, load, "imagenet", tmp_path)
     assert "flat.JPEG lies directly in" in message
 
 
@@ -298,8 +301,11 @@ def test_config_keys_reach_the_loader(tmp_path):
         with pytest.raises(ConfigError, match=key):
             config.load_config(None, [bad])
     assert {"imagefolder", "csv", "npz", "imagenet"} <= set(DATASETS)
-    message = raises_one_line(ConfigError, load_dataset, "imagefolder", None)
+    message = raises_one_line(ConfigError, load, "imagefolder", None)
     assert "data_root" in message
+    # a run re-read without its settings must fail, not silently get other pixels or splits
+    message = raises_one_line(ConfigError, load_dataset, "imagefolder", tmp_path, image_size=16)
+    assert "needs the options channels, test_fraction" in message
     assert "'coarse'" in raises_one_line(ConfigError, load_dataset, "npz", "x.npz", coarse=True)
 
 
@@ -327,3 +333,14 @@ def test_png_bytes_round_trip_through_read_image(tmp_path):
     Image.fromarray(a).save(buf, format="PNG")
     (tmp_path / "a.png").write_bytes(buf.getvalue())
     assert np.array_equal(read_image(tmp_path / "a.png", None, 3), a.transpose(2, 0, 1))
+
+
+def test_cli_train_on_a_bad_folder_is_one_line_and_leaves_nothing(tmp_path, cli):
+    root = image_folder(tmp_path / "data")
+    (root / "labeled" / "blue").mkdir()
+    out = tmp_path / "run"
+    proc = cli("train", "--out", str(out), "dataset=imagefolder", f"data_root={root}", "steps=2")
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        f"metassl: error: data: class folder {root / 'labeled' / 'blue'} holds no images "
+        f"({', '.join(files.IMAGE_SUFFIXES)})"]

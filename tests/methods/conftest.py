@@ -40,8 +40,9 @@ def supervised_error(digits_error):
 
 def small_net(classes: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32, bias=False), torch.nn.BatchNorm1d(32),
-                               torch.nn.ReLU(), torch.nn.Linear(32, classes))
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+                         nn.Linear(32, classes))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ def params(model):
 
 
 def test_decay_is_capped_early_then_0_99_during_rampup_then_0_999(make_method):
-    method, _ = make_method("mean_teacher", "rampup=0.25", total_steps=10000)
+    method, _ = make_method("mean_teacher", "rampup_fraction=0.25", total_steps=10000)
     assert method.decay(0) == 0.0
     assert method.decay(49) == pytest.approx(0.98)   # 1 - 1/(t+1)
     assert method.decay(2000) == pytest.approx(0.99)
@@ -31,7 +31,7 @@ def test_teacher_is_the_moving_average_of_the_student(make_method):
 
 
 def test_teacher_tracks_the_student_and_survives_a_resume(make_method):
-    method, batches = make_method("mean_teacher", "rampup=0.0", "ema_decay=0.9", total_steps=200)
+    method, batches = make_method("mean_teacher", "rampup_fraction=0.0", "ema_decay=0.9", total_steps=200)
     start = params(method.student)
     for step in range(1, 60):
         method.train_step(*batches(seed=step % 3), step=step)

@@ -48,7 +48,7 @@ def test_label_guess_averages_the_views_sharpens_and_leaves_bn_alone(make_method
 
 
 def test_lambda_u_ramps_linearly(make_method):
-    method, batches = make_method("mixmatch", "lambda_u=75", "rampup=0.4", total_steps=100)
+    method, batches = make_method("mixmatch", "lambda_u=75", "rampup_fraction=0.4", total_steps=100)
     for step, weight in ((10, 75 * 10 / 40), (40, 75.0)):
         out = method.train_step(*batches(seed=step), step=step)
         assert ((out["loss"] - out["loss_x"]) / out["loss_u"]).item() == pytest.approx(weight, rel=1e-4)

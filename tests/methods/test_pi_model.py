@@ -11,7 +11,7 @@ def test_consistency_vanishes_without_noise_and_its_weight_ramps_up(make_method)
     out = deterministic.train_step(*batches(), step=0)
     assert out["loss_cons"] < 1e-6  # both evaluations see the same input and the same batch statistics
 
-    method, batches = make_method("pi_model", "w_max=100", "rampup=0.5", total_steps=100)
+    method, batches = make_method("pi_model", "w_max=100", "rampup_fraction=0.5", total_steps=100)
     for step, weight in ((0, 100 * math.exp(-5)), (25, 100 * math.exp(-5 * 0.25)), (50, 100.0), (90, 100.0)):
         out = method.train_step(*batches(seed=step), step=step)
         assert out["loss_cons"] > 0  # two augmentations disagree
@@ -20,7 +20,7 @@ def test_consistency_vanishes_without_noise_and_its_weight_ramps_up(make_method)
 
 
 def test_consistency_gradient_flows_through_both_evaluations(make_method):
-    method, batches = make_method("pi_model", "rampup=0.0")
+    method, batches = make_method("pi_model", "rampup_fraction=0.0")
     labeled, unlabeled = batches()
     grads = []
 
