@@ -20,11 +20,12 @@ FAST = dict(steps=12, eval_every=6, batch_size=16, val_per_class=2)
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
-    text = (REPO / "README_API.md").read_text()
-    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Your own data"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(example, "README_API.md", "exec"), scope)
+    exec(compile(example, "README.md", "exec"), scope)
     assert scope["clf"].score(scope["X"][scope["test"]], scope["y"][scope["test"]]) > 0.5
     assert (tmp_path / "runs" / "digits-api" / "best.pt").is_file()
 
