@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from metassl.config import build_dataclass, parse_overrides
 from metassl.data.augment import Augmenter
 from metassl.data.stream import IndexStream
 from metassl.engine.setup import pick_device
@@ -26,6 +27,15 @@ from metassl.methods import METHODS, Batch, TrainContext
 from metassl.models import create_model
 
 POOL = 2048  # synthetic images each stream draws from
+
+
+def method_spec(spec: str):
+    """(class, config) for a method name, optionally followed by overrides of its defaults,
+    ``metamixup:grad=first_order,meta_bn=eval``, so that variants of one method can be timed."""
+    name, _, options = spec.partition(":")
+    cls = METHODS.get(name)
+    overrides = parse_overrides([o for o in options.split(",") if o])
+    return cls, build_dataclass(cls.Config, overrides, name)
 
 
 def _sync(device: torch.device) -> None:
@@ -55,14 +65,14 @@ class Bench:
         return Batch(x=self.aug(raw), raw=raw, y=self.y[idx])
 
     def method(self, name: str):
-        cls = METHODS.get(name)
+        cls, cfg = method_spec(name)
         model = copy.deepcopy(self.base_model)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
         ctx = TrainContext(num_classes=self.classes, total_steps=1000, augment=self.aug,
                            normalize=self.aug.normalize, strong_augment=self.aug.strong,
                            device=self.device, lr=lambda: 0.01,
                            sample_val=lambda: self.batch("val"))
-        return cls(model, opt, cls.Config(), ctx)
+        return cls(model, opt, cfg, ctx)
 
     def step(self, method, step: int) -> float:
         labeled = self.batch("labeled")
@@ -113,7 +123,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
     dev = pick_device(device)
     names = methods or METHODS.names()
     for name in names:
-        METHODS.get(name)
+        method_spec(name)
     bench = Bench(model, batch_size, dev)
     instances = {name: bench.method(name) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -139,7 +149,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
         rows.append({"method": name, "ms_per_step": round(ms, 3),
                      "ratio_to_supervised": round(ms / (ref * 1000), 3) if ref else None,
                      "peak_mem_mb": round(peaks[name], 1) if peaks.get(name) is not None else None,
-                     "unlabeled": METHODS.get(name).needs_unlabeled})
+                     "unlabeled": method_spec(name)[0].needs_unlabeled})
     data_ms = statistics.median(data_times) * 1000
     meta = {"model": model, "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
             "rounds": rounds, "data_pipeline_ms": round(data_ms, 3),

@@ -155,7 +155,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str
         groups.setdefault(tuple(json.dumps(setting.get(k)) for k in keys), []).append(row)
     papers = suite.get("paper") or []
     has_paper = bool(papers)
-    head = keys + ["test error % (mean ± std)", "val error %", "runs", "min/run"]
+    head = keys + ["test error % (mean ± std)", "val error %", "runs", "wall min/run", "CPU min/run"]
     if has_paper:
         head.append("paper")
     lines = [f"# Suite `{name}`", "",
@@ -169,7 +169,8 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str
         tests = [r["test_error"] for r in group if r.get("test_error") is not None]
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
-        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.1f}"]
+        cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
+        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.1f}", f"{cpu:.1f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]

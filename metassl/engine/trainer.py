@@ -94,6 +94,8 @@ class Trainer:
         self.best = {"val_error": None, "test_error": None, "step": None}
         self.last_eval: dict = {}
         self.wall = 0.0
+        self.cpu = 0.0  # process CPU seconds: comparable across machine load, unlike wall time
+        self._cpu_mark = time.process_time()
         self.train_seconds = 0.0
         self.images = 0
         self.ckpt_step: Optional[int] = None
@@ -151,7 +153,8 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "streams": {name: st.state_dict() for name, st in self._streams().items()},
             "best": self.best, "last_eval": self.last_eval,
-            "counters": {"wall": self.wall, "train_seconds": self.train_seconds, "images": self.images},
+            "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
+                         "train_seconds": self.train_seconds, "images": self.images},
             "config": yaml.safe_dump(config_mod.dump(self.cfg)),
         }
         ckpt.atomic_save(state, self.run_dir / "checkpoint.pt")
@@ -161,6 +164,9 @@ class Trainer:
         if self.writes:
             ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step,
                               "model": self.eval_model.state_dict()}, self.run_dir / "best.pt")
+
+    def cpu_seconds(self) -> float:
+        return self.cpu + time.process_time() - self._cpu_mark
 
     def _streams(self) -> dict:
         streams = {"labeled": self.labeled, "unlabeled": self.unlabeled, "val": self.val_stream}
@@ -184,6 +190,7 @@ class Trainer:
         self.step, self.best, self.last_eval = state["step"], state["best"], state["last_eval"]
         c = state["counters"]
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
+        self.cpu = c.get("cpu", 0.0)
         self.ckpt_step = self.step
 
     # -- the loop --------------------------------------------------------------------------
@@ -204,6 +211,7 @@ class Trainer:
         interval_count = 0
         bad = torch.zeros((), dtype=torch.bool, device=dev)
         start = time.perf_counter()
+        self._cpu_mark = time.process_time()
         tick, tick_images = start, self.images
         per_step_images = cfg.batch_size + (cfg.u_batch_size if self.unlabeled is not None else 0)
         try:
@@ -268,7 +276,7 @@ class Trainer:
             "selected_step": self.best["step"], "select": self.cfg.select,
             "last_test_error": self.last_eval.get("test_error"),
             "last_val_error": self.last_eval.get("val_error"),
-            "steps": self.step, "wall_seconds": round(self.wall, 3),
+            "steps": self.step, "wall_seconds": round(self.wall, 3), "cpu_seconds": round(self.cpu_seconds(), 3),
             "images_per_second": round(self.images / max(self.train_seconds, 1e-9), 1),
             "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,

@@ -25,8 +25,8 @@ def world_size() -> int:
 
 
 def params(model: nn.Module) -> Params:
-    """The trainable parameters by name, the live tensors themselves (a DDP wrapper is looked
-    through), so that gradients taken with respect to them reach the optimizer's parameters."""
+    """The trainable parameters by name (a DDP wrapper is looked through): the module's own
+    tensors, so that passes run with them are differentiable in the parameters the optimizer steps."""
     return {name: p for name, p in unwrap(model).named_parameters() if p.requires_grad}
 
 
@@ -86,8 +86,10 @@ def lookahead(theta: Params, grads: Params, lr: float) -> Params:
 
 
 def global_norm(tensors: Params) -> torch.Tensor:
-    """The L2 norm over all tensors together, as a tensor (no host synchronisation)."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors.values()]))
+    """The L2 norm over all tensors together, as a tensor (no host synchronisation), in at least
+    float32."""
+    norms = [torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in tensors.values()]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def hypergradient(inner_grads: Params, wrt: torch.Tensor, outer_grads: Params, lr: float) -> torch.Tensor:

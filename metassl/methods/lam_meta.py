@@ -92,10 +92,10 @@ def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tens
 class MetaLam:
     """Learns the mixing weights of one iteration (Algorithm 1, lines 2-6)."""
 
-    def __init__(self, model, cfg: MetaLamConfig, ctx, method: str):
+    def __init__(self, model, cfg: MetaLamConfig, ctx):
         if ctx.sample_val is None:
-            raise ConfigError(f"config: method={method!r} learns λ on a meta-validation set; "
-                              f"set val_per_class >= 1")
+            raise ConfigError("config: MetaMixUp learns its mixing weights on a meta-validation set; "
+                              "set val_per_class >= 1")
         self.model, self.cfg, self.ctx = model, cfg, ctx
 
     def forward_at(self, theta: meta.Params) -> Forward:
@@ -127,8 +127,13 @@ class MetaLam:
         v = meta.grad(outer, theta_lookahead)
 
         def lam_grad(p: meta.Params) -> torch.Tensor:
-            # torch.func.grad differentiates in z even inside the directional helpers' no_grad.
-            return torch.func.grad(lambda zz: loss_of(self.forward_at(p), torch.sigmoid(zz)))(z.detach())
+            if self.cfg.directional == "jvp":
+                # A function transform, so that forward mode can see through it.
+                return torch.func.grad(lambda zz: loss_of(self.forward_at(p), torch.sigmoid(zz)))(z.detach())
+            # Plain autograd inside the difference's no_grad: about 10% faster than torch.func.grad.
+            with torch.enable_grad():
+                zz = z.detach().requires_grad_()
+                return torch.autograd.grad(loss_of(self.forward_at(p), torch.sigmoid(zz)), zz)[0]
 
         if self.cfg.directional == "jvp":
             _, d = meta.directional_jvp(lam_grad, theta, v)
@@ -149,8 +154,8 @@ class LearnedLam:
     ``self.lam_log`` (the ``lambdas.jsonl`` recorder), written at every evaluation and kept
     across a resume."""
 
-    def setup_learned_lam(self, cfg: MetaLamConfig, method: str, baseline_alpha: Optional[float]) -> None:
-        self.learned_lam = MetaLam(self.model, cfg, self.ctx, method)
+    def setup_learned_lam(self, cfg: MetaLamConfig, baseline_alpha: Optional[float]) -> None:
+        self.learned_lam = MetaLam(self.model, cfg, self.ctx)
         self.lam_log = LamRecorder(self.ctx.num_classes, self.ctx.device, baseline_alpha)
 
     def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:

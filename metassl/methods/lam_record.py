@@ -38,11 +38,11 @@ class LamRecorder:
         self.reset()
 
     def reset(self) -> None:
-        c = self.num_classes
-        self.hist = torch.zeros(BINS, device=self.device)
-        self.pair_sum = torch.zeros(c * c, device=self.device)
-        self.pair_count = torch.zeros(c * c, device=self.device)
-        self.samples = torch.zeros(0, 4, device=self.device)  # i, j, lam, kept
+        c, kw = self.num_classes, dict(device=self.device, dtype=torch.float32)
+        self.hist = torch.zeros(BINS, **kw)
+        self.pair_sum = torch.zeros(c * c, **kw)
+        self.pair_count = torch.zeros(c * c, **kw)
+        self.samples = torch.zeros(0, 4, **kw)  # i, j, lam, kept
 
     def add(self, lam: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tensor,
             idx_i: Optional[torch.Tensor] = None, idx_j: Optional[torch.Tensor] = None,

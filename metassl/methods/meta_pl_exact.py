@@ -6,8 +6,8 @@ kept differentiable in ỹ (Eq. 3); the look-ahead θ' = θ - α_t ∇L_u (Eq. 4
 labeled batch + w_t Φ(f(x_u), ŷ), or with ``supervised_weight=0`` the consistency term alone, as
 the algorithm box has it (Theorem 1's setting). The reference for ``meta_pl``: at ỹ = f(x_u; θ)
 the first-order formula (Eq. 8) is exact, so the two differ only by the finite difference.
-Roughly twice the cost of ``meta_pl`` (a double backward). β as in ``meta_pl_base``: ∇ỹ is
-rescaled by B_u/α_t so that one β means the same step in every variant.
+About 1.4x the time and 1.5x the memory of ``meta_pl`` (a double backward). β as in
+``meta_pl_base``: ∇ỹ is rescaled by B_u/α_t so that one β means the same step in every variant.
 """
 from __future__ import annotations
 

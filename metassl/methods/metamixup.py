@@ -23,7 +23,7 @@ class MetaMixup(LearnedLam, Method):
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)
-        self.setup_learned_lam(cfg, "metamixup", baseline_alpha=cfg.init_alpha)
+        self.setup_learned_lam(cfg, baseline_alpha=cfg.init_alpha)
 
     def train_step(self, labeled, unlabeled, step):
         x, y = labeled.x, labeled.y

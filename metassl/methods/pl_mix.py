@@ -20,9 +20,9 @@ has no label, and the others are left out of the loss. A random pairing of the w
 by masking every pair that touches an unlabeled-below-σ example would waste a pair for each of them.
 
 Asynchronous pseudo labeling (APL): σ starts at σ_0 = 0.95 and drops by σ_d every K epochs
-(σ_d = 0.05, K = 30 of 200 epochs, Sec. IV-B). K is a fraction of the run (``apl_period``, 0.15 =
-30/200) or a number of steps (``apl_period_steps``). σ_d = 0 keeps σ fixed: plain pseudo labeling
-with a confidence threshold (the "+PL" rows).
+(σ_d = 0.05, K = 30 of 200 epochs, Sec. IV-B). K is a fraction of the run
+(``apl_period_fraction``, 0.15 = 30/200) or a number of steps (``apl_period_steps``). σ_d = 0 keeps
+σ fixed: plain pseudo labeling with a confidence threshold (the "+PL" rows).
 """
 from __future__ import annotations
 
@@ -43,14 +43,14 @@ from metassl.methods.pseudo import confident_argmax, frozen_bn_stats
 class APLConfig:
     sigma0: float = bounded(0.95, 0.0, 1.0)                 # initial confidence threshold σ_0
     sigma_d: float = bounded(0.05, 0.0, 1.0)                # drop per period; 0: fixed threshold
-    apl_period: float = bounded(0.15, 0.0, 1.0, lo_open=True)  # K, as a fraction of the run
-    apl_period_steps: Optional[int] = bounded(None, 1)      # K in steps (overrides apl_period)
+    apl_period_fraction: float = bounded(0.15, 0.0, 1.0, lo_open=True)  # K, a fraction of the run
+    apl_period_steps: Optional[int] = bounded(None, 1)      # K in steps (overrides the fraction)
     unlabeled_weight: float = bounded(1.0, 0.0)             # w of L_us
 
 
 def apl_threshold(step: int, total_steps: int, cfg: APLConfig) -> float:
     """σ_t = max(0, σ_0 - σ_d ⌊t / K⌋)."""
-    period = cfg.apl_period_steps or max(1, round(cfg.apl_period * total_steps))
+    period = cfg.apl_period_steps or max(1, round(cfg.apl_period_fraction * total_steps))
     return max(0.0, cfg.sigma0 - cfg.sigma_d * (step // period))
 
 
@@ -109,5 +109,5 @@ class PseudoLabelMix(Method):
         loss = loss_of(self.model, lam)
         self.optimize(loss)
         idx = torch.cat([labeled.idx, unlabeled.idx]) if labeled.idx is not None and unlabeled.idx is not None else None
-        self.record(lam, y, perm, idx, torch.cat([torch.ones_like(mask), mask]))
+        self.record(lam, y, perm, idx, torch.cat([mask.new_ones(b), mask]))
         return {"loss": loss.detach(), "mask": mask.mean(), "lam_mean": lam.mean(), **logs}

@@ -188,3 +188,18 @@ def test_grad_returns_zeros_for_parameters_the_loss_does_not_use(data):
     theta = meta.params(net)
     g = meta.grad(theta["10.bias"].sum(), theta)
     assert set(g) == set(theta) and g["0.weight"].abs().sum() == 0 and torch.equal(g["10.bias"], torch.ones(5))
+
+
+def test_fd_pair_in_train_mode_shares_its_dropout_masks(data):
+    net = small_convnet(smooth=True)
+    theta = meta.params(net)
+    g = meta.grad(F.cross_entropy(meta.forward(net, theta, data[0], bn="train"), data[1]), theta)
+
+    def fn(p):
+        return F.softmax(meta.forward(net, p, data[2], bn="train"), 1)
+
+    torch.manual_seed(11)
+    _, exact = meta.directional_jvp(fn, theta, g)
+    torch.manual_seed(11)  # the plus pass draws the jvp's masks; the minus pass must draw them again
+    _, d = meta.directional_fd(fn, theta, g)
+    assert cosine(d, exact) >= 0.999
