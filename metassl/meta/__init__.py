@@ -31,10 +31,11 @@ API (``from metassl import meta``):
     ``create_graph=True`` and outer_grads at theta' (see its docstring for data parallelism).
 ``meta.directional_fd(fn, theta, v, radius=0.01) -> (centre, J v)``
     central difference at theta +- eps v, eps = radius / ||v||; the centre (mean of the pair)
-    is fn(theta) to O(radius^2), so the pair also gives the value at theta.
+    is fn(theta) to O(radius^2), so the pair also gives the value at theta. Both passes draw
+    the same dropout masks and run in float32 under autocast; no graph is kept.
 ``meta.directional_jvp(fn, theta, v) -> (fn(theta), J v)``
-    the same exactly, one forward-mode pass.
-``meta.global_norm(tensors) -> Tensor``
+    the same exactly, one forward-mode pass (about 1.5x the pair's cost on a convnet).
+``meta.global_norm(tensors) -> Tensor``, ``meta.world_size() -> int``
 
 ``fn`` in the directional derivatives maps a parameter dict to a tensor or a tuple of tensors,
 typically ``lambda p: score(meta.forward(model, p, x))``.

@@ -4,7 +4,7 @@ shared by ``metamixup``, ``metamixup_ssl``, ``mixmatch_metamixup`` and ``meta_pl
 
 Each iteration, for the n pairs a method is about to mix (Algorithm 1, lines 2-7):
 
-    λ_i = sigmoid(z_i),  λ_i ~ Beta(a, a) at random (z_i its logit; a = ``init_alpha``)   line 2
+    λ_i = sigmoid(z_i),  λ_i drawn at random (z_i its logit), e.g. from Beta(1, 1)       line 2
     θ'  = θ - η ∇_θ ℓ_mix(θ, λ)              one SGD step on the mixed loss (Eq. 7)     lines 4-5
     M   = ℓ(f(x_v; θ'), y_v)                 the loss on a meta-validation batch (Eq. 9)
     z*  = z - α ∇_z M,  λ* = sigmoid(z*)     Eq. 10-11, α = 5                           line 6
@@ -61,7 +61,6 @@ from metassl.config import bounded
 from metassl.errors import ConfigError
 from metassl.methods.base import Batch
 from metassl.methods.lam_record import LamRecorder
-from metassl.methods.mixing import sample_lam
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # A method's training loss as a function of how to run the network and of the mixing weights, so
@@ -70,13 +69,17 @@ LossOf = Callable[[Forward, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class MetaLamConfig:
+class MetaStepConfig:
     alpha: float = bounded(5.0, 0.0)                    # step size of Eq. 10
     grad: Literal["exact", "first_order"] = "exact"     # hypergradient by double backprop, or not
     directional: Literal["fd", "jvp"] = "fd"            # first_order: central difference or forward mode
     fd_radius: float = bounded(0.01, 0.0, lo_open=True)  # ε·||v||
     meta_bn: Literal["train", "eval"] = "train"         # BatchNorm in the look-ahead and validation passes
     meta_lr: Optional[float] = bounded(None, 0.0)       # η of the look-ahead; null: the current lr
+
+
+@dataclass
+class MetaLamConfig(MetaStepConfig):
     init_alpha: float = bounded(1.0, 0.0, lo_open=True)  # λ starts ~ Beta(init_alpha, init_alpha)
 
 
@@ -92,7 +95,7 @@ def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tens
 class MetaLam:
     """Learns the mixing weights of one iteration (Algorithm 1, lines 2-6)."""
 
-    def __init__(self, model, cfg: MetaLamConfig, ctx):
+    def __init__(self, model, cfg: MetaStepConfig, ctx):
         if ctx.sample_val is None:
             raise ConfigError("config: MetaMixUp learns its mixing weights on a meta-validation set; "
                               "set val_per_class >= 1")
@@ -103,9 +106,6 @@ class MetaLam:
 
     def eta(self) -> float:
         return self.cfg.meta_lr if self.cfg.meta_lr is not None else self.ctx.lr()
-
-    def initial_logits(self, n: int) -> torch.Tensor:
-        return torch.logit(sample_lam(self.cfg.init_alpha, n, self.ctx.device), eps=1e-6)
 
     def meta_loss(self, theta: meta.Params, val: Batch) -> torch.Tensor:
         return F.cross_entropy(self.forward_at(theta)(val.x), val.y)
@@ -141,9 +141,9 @@ class MetaLam:
             _, d = meta.directional_fd(lam_grad, theta, v, self.cfg.fd_radius)
         return d * (-eta / meta.world_size()), outer.detach()
 
-    def __call__(self, loss_of: LossOf, n: int) -> tuple[torch.Tensor, dict]:
-        """λ* for n pairs (detached, in [0, 1]) and scalars to log."""
-        z = self.initial_logits(n)
+    def __call__(self, loss_of: LossOf, lam_start: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """λ* (detached, in [0, 1]) from the random start ``lam_start``, and scalars to log."""
+        z = torch.logit(lam_start, eps=1e-6)
         dz, outer = self.hypergradient(loss_of, z, self.ctx.sample_val())
         lam = torch.sigmoid(z - self.cfg.alpha * dz)
         return lam, {"meta_loss": outer, "lam_shift": (lam - torch.sigmoid(z)).abs().mean()}
@@ -154,7 +154,7 @@ class LearnedLam:
     ``self.lam_log`` (the ``lambdas.jsonl`` recorder), written at every evaluation and kept
     across a resume."""
 
-    def setup_learned_lam(self, cfg: MetaLamConfig, baseline_alpha: Optional[float]) -> None:
+    def setup_learned_lam(self, cfg: MetaStepConfig, baseline_alpha: Optional[float]) -> None:
         self.learned_lam = MetaLam(self.model, cfg, self.ctx)
         self.lam_log = LamRecorder(self.ctx.num_classes, self.ctx.device, baseline_alpha)
 

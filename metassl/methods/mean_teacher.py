@@ -11,7 +11,7 @@ over classes, on every example, labeled or not:
 
     L = CE(f_θ(x_l), y) + w(t) · (1/(C·|B|)) Σ_{i∈B} ||f_θ(x_i, η) - f_θ'(x_i, η')||²
 
-w(t) ramps up with the sigmoid schedule; w_max = 100 (the paper's CIFAR-10 ConvLarge runs). The
+w(t) ramps up with the sigmoid schedule; w_max = 100, the authors' CIFAR-10 setting. The
 teacher runs in train mode like the student (its BatchNorm uses batch statistics, its dropout is
 its noise); its running statistics are copied from the student at every update.
 

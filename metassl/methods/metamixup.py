@@ -14,7 +14,7 @@ import torch
 
 from metassl.methods.base import METHODS, Method
 from metassl.methods.lam_meta import LearnedLam, MetaLamConfig, mixed_cross_entropy
-from metassl.methods.mixing import mix
+from metassl.methods.mixing import mix, sample_lam
 
 
 @METHODS.register("metamixup")
@@ -32,7 +32,7 @@ class MetaMixup(LearnedLam, Method):
         def loss_of(forward, lam):
             return mixed_cross_entropy(forward(mix(x, x[perm], lam)), y, y[perm], lam).mean()
 
-        lam, logs = self.learned_lam(loss_of, x.shape[0])
+        lam, logs = self.learned_lam(loss_of, sample_lam(self.cfg.init_alpha, x.shape[0], x.device))
         loss = loss_of(self.model, lam)
         self.optimize(loss)
         idx = labeled.idx

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from metassl.config import bounded
 from metassl.methods.base import METHODS
 from metassl.methods.lam_meta import LearnedLam, MetaLamConfig
+from metassl.methods.mixing import sample_lam
 from metassl.methods.pl_mix import APLConfig, PseudoLabelMix
 
 
@@ -35,7 +36,7 @@ class MetaMixupSSL(LearnedLam, PseudoLabelMix):
         self.setup_learned_lam(cfg, baseline_alpha=cfg.init_alpha)
 
     def mixing_weights(self, loss_of, n):
-        return self.learned_lam(loss_of, n)
+        return self.learned_lam(loss_of, sample_lam(self.cfg.init_alpha, n, self.ctx.device))
 
     def record(self, lam, y, perm, idx, keep):
         self.lam_log.add(lam, y, y[perm], idx, idx[perm] if idx is not None else None, keep)

@@ -26,6 +26,7 @@ those whole-batch statistics, so interleaving has nothing left to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -55,6 +56,14 @@ class MixMatch(Method):
         lam = sample_lam(self.cfg.alpha, n, self.ctx.device, per_sample=True)
         return torch.maximum(lam, 1.0 - lam)
 
+    def mixing_weights(self, loss_of, targets: torch.Tensor, perm: torch.Tensor,
+                       idx: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """λ' for mixing row i of X̂ ∪ Û with row perm_i, and scalars to log. ``loss_of(forward, λ')``
+        is the step's loss as a function of them, ``targets`` and ``idx`` the rows' label
+        distributions and training-set indices: ``mixmatch_metamixup`` learns λ' from the loss and
+        records the pairs."""
+        return self.draw_lam(len(perm)), {}
+
     @torch.no_grad()
     def guess_labels(self, u_hat: torch.Tensor, k: int) -> torch.Tensor:
         with frozen_bn_stats(self.model):
@@ -68,13 +77,19 @@ class MixMatch(Method):
         x_all = torch.cat([labeled.x, u_hat])
         y_all = torch.cat([one_hot(labeled.y, self.ctx.num_classes), q.repeat(k, 1)])
         w = torch.randperm(x_all.shape[0], device=x_all.device)
-        lam = self.draw_lam(x_all.shape[0])
-        x_mixed, y_mixed = mix(x_all, x_all[w], lam), mix(y_all, y_all[w], lam)
-        logits = self.model(x_mixed).float()
-        loss_x = soft_cross_entropy(logits[:b], y_mixed[:b])
-        loss_u = mse_consistency(logits[b:].softmax(1), y_mixed[b:], class_mean=True)
         ramp = rampup_fraction("linear", step, self.ctx.total_steps, self.cfg.rampup_fraction)
         lambda_u = self.cfg.lambda_u * ramp
-        loss = loss_x + lambda_u * loss_u
+
+        def losses(forward, lam):
+            x_mixed, y_mixed = mix(x_all, x_all[w], lam), mix(y_all, y_all[w], lam)
+            logits = forward(x_mixed).float()
+            loss_x = soft_cross_entropy(logits[:b], y_mixed[:b])
+            loss_u = mse_consistency(logits[b:].softmax(1), y_mixed[b:], class_mean=True)
+            return loss_x + lambda_u * loss_u, loss_x, loss_u
+
+        idx = (torch.cat([labeled.idx] + [unlabeled.idx] * k)
+               if labeled.idx is not None and unlabeled.idx is not None else None)
+        lam, logs = self.mixing_weights(lambda forward, lam: losses(forward, lam)[0], y_all, w, idx)
+        loss, loss_x, loss_u = losses(self.model, lam)
         self.optimize(loss)
-        return {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach()}
+        return {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach(), **logs}

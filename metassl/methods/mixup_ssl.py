@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from metassl.config import bounded
 from metassl.errors import ConfigError
 from metassl.methods.base import METHODS
@@ -30,12 +32,20 @@ class MixupSSL(PseudoLabelSSL):
     def pseudo_labels(self, labeled, x_u):
         return self.predictions(x_u), {}
 
+    def mixing_weights(self, loss_of, labeled, y_hat) -> torch.Tensor:
+        """λ for mixing the i-th labeled with the i-th unlabeled example. ``loss_of(forward, λ)`` is
+        the classification loss as a function of them: ``meta_pl_metamixup`` learns λ from it."""
+        return sample_lam(self.cfg.gamma, len(y_hat), y_hat.device, per_sample=True)
+
     def classification_loss(self, labeled, x_u, y_hat):
         x_l = labeled.x
         if x_l.shape[0] != x_u.shape[0]:
             raise ConfigError(f"config: {type(self).__name__} mixes the i-th labeled with the i-th unlabeled "
                               f"example, so unlabeled_batch_size must equal batch_size "
                               f"(got {x_u.shape[0]} and {x_l.shape[0]})")
-        lam = sample_lam(self.cfg.gamma, x_l.shape[0], x_l.device, per_sample=True)
-        y_in = mix(one_hot(labeled.y, self.ctx.num_classes), y_hat, lam)
-        return kl_to_target(self.model(mix(x_l, x_u, lam)), y_in)
+        y_l = one_hot(labeled.y, self.ctx.num_classes)
+
+        def loss_of(forward, lam):
+            return kl_to_target(forward(mix(x_l, x_u, lam)), mix(y_l, y_hat, lam))
+
+        return loss_of(self.model, self.mixing_weights(loss_of, labeled, y_hat))

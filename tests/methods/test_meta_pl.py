@@ -104,6 +104,16 @@ def test_meta_step_moves_labels_like_a_labeled_descent_step():
     assert (y_hat - stepped).norm() < 0.05 * moved.norm()
 
 
+def test_without_the_meta_step_the_targets_are_the_eval_mode_predictions():
+    """meta_lr=0: Table 4's "neither" row."""
+    labeled, unlabeled = batches()
+    net = convnet()
+    y_hat, logs = make(MetaPL, net, ["meta_lr=0"]).pseudo_labels(labeled, unlabeled.x)
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(y_hat, F.softmax(net(unlabeled.x), 1).float()) and logs == {}
+
+
 def test_projection_keeps_rows_on_the_simplex():
     from metassl.methods.meta_pl_base import project_rows
     y = torch.tensor([[0.7, -0.2, 0.5], [-1.0, -2.0, -0.1], [0.2, 0.3, 0.5]])
@@ -128,9 +138,11 @@ def jacobian_bound_and_smoothness(net, theta, x_u, x_l, y_l):
     def probs(v, x):
         return F.softmax(torch.func.functional_call(net, unflatten(v), (x[None],)), 1)[0]
 
+    def labeled_loss(v):
+        return F.cross_entropy(torch.func.functional_call(net, unflatten(v), (x_l,)), y_l)
+
     m = max(torch.linalg.matrix_norm(torch.func.jacrev(probs)(flat, x), ord=2).item() for x in x_u)
-    hess = torch.func.hessian(lambda v: F.cross_entropy(torch.func.functional_call(net, unflatten(v), (x_l,)), y_l))(flat)
-    return m, torch.linalg.matrix_norm(hess, ord=2).item()
+    return m, torch.linalg.matrix_norm(torch.func.hessian(labeled_loss)(flat), ord=2).item()
 
 
 def test_theorem_1_labeled_loss_never_increases():

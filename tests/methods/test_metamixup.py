@@ -152,7 +152,7 @@ def test_train_step_remixes_with_the_learned_lam(float64, monkeypatch):
     net = convnet()
     eta, alpha = 0.5, 40.0
     method = make(net, val, f"alpha={alpha}", lr=eta)
-    method.learned_lam.initial_logits = lambda n: z.clone()
+    monkeypatch.setattr("metassl.methods.metamixup.sample_lam", lambda *args: torch.sigmoid(z))
     monkeypatch.setattr(torch, "randperm", lambda n, **kw: perm.clone())
     loss_of = loss_of_for(labeled, perm)
     lam_star = torch.sigmoid(z - alpha * central_differences(meta_objective(net, "train", loss_of, val, eta), z))
@@ -171,12 +171,11 @@ def test_lam_stays_in_the_unit_interval_and_the_meta_step_lowers_the_meta_loss(f
     loss_of = loss_of_for(labeled, perm)
     m = meta_objective(net, "train", loss_of, val, eta=0.5)
     method = make(net, val)
-    method.learned_lam.initial_logits = lambda n: z.clone()
-    lam, logs = method.learned_lam(loss_of, B)
+    lam, logs = method.learned_lam(loss_of, torch.sigmoid(z))
     assert m(torch.logit(lam)) < m(z)  # one descent step of size α = 5 on z
     assert logs["lam_shift"] > 0
     huge = make(net, val, "alpha=1e9")
-    lam, _ = huge.learned_lam(loss_of, B)
+    lam, _ = huge.learned_lam(loss_of, torch.sigmoid(z))
     assert ((lam >= 0) & (lam <= 1)).all() and ((lam < 1e-6) | (lam > 1 - 1e-6)).all()
 
 
@@ -187,7 +186,7 @@ def test_lookahead_leaves_parameters_statistics_and_gradients_alone(overrides):
     net = convnet()
     method = make(net, val, *overrides)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    lam, _ = method.learned_lam(loss_of_for(labeled, perm), B)
+    lam, _ = method.learned_lam(loss_of_for(labeled, perm), torch.sigmoid(z))
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(m.training for m in net.modules())

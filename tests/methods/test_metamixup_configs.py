@@ -1,5 +1,5 @@
-"""MetaMixUp's paper-scale configs: the published settings, and two training steps of each (and of
-the other architectures of Table I) on a few images written in the dataset's real file format."""
+"""MetaMixUp's paper-scale configs: the published settings, and two training steps of each on a few
+images written in the dataset's real file format."""
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +47,13 @@ def test_config_has_the_published_settings(name, dataset, model, method, per_cla
         assert (cfg.method_cfg.sigma0, cfg.method_cfg.sigma_d) == (0.95, 0.05)
 
 
-RUNS = [(p[0], None) for p in PAPER] + [("metamixup-cifar10.yaml", "preact_resnet34"),
-                                        ("metamixup-cifar10.yaml", "wrn28_10")]
-
-
-@pytest.mark.parametrize("name, model", RUNS)
-def test_config_trains_two_steps_on_files_in_the_real_format(name, model, tmp_path):
+@pytest.mark.parametrize("name", [p[0] for p in PAPER])
+def test_config_trains_two_steps_on_files_in_the_real_format(name, tmp_path):
     cfg = config.load_config(CONFIGS / name, [])
     WRITERS[cfg.dataset](tmp_path, np.random.default_rng(0))
-    labels = "labels_per_class=null" if cfg.labels_per_class is None else "labels_per_class=2"
-    overrides = SMALL + [labels, f"data_root={tmp_path}"] + ([f"model={model}"] if model else [])
-    cfg = config.load_config(CONFIGS / name, overrides)
+    # One labeled image per class for the supervised runs keeps the evaluation of the training error short.
+    labels = "labels_per_class=1" if cfg.labels_per_class is None else "labels_per_class=2"
+    cfg = config.load_config(CONFIGS / name, SMALL + [labels, f"data_root={tmp_path}"])
     rundir.prepare_new(tmp_path / "run", cfg, overwrite=False)
     final = Trainer(cfg, tmp_path / "run").fit()
     assert final["steps"] == 2 and 0 <= final["test_error"] <= 100
