@@ -72,7 +72,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     ema_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
     eval_every: int = field(default=200, metadata=_range(1))
-    eval_batch_size: int = field(default=1024, metadata=_range(1))
+    eval_batch_size: int = field(default=256, metadata=_range(1))
     log_every: int = field(default=50, metadata=_range(1))
     checkpoint_every: Optional[int] = field(default=None, metadata=_range(1))
     select: Literal["val", "last"] = "val"

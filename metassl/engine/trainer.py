@@ -114,6 +114,9 @@ class Trainer:
     # -- evaluation and selection ----------------------------------------------------------
     @property
     def eval_model(self):
+        chosen = self.method.eval_model()
+        if chosen is not None:
+            return chosen
         return self.ema.module if self.ema is not None else self.s.model
 
     def evaluate(self) -> dict:

@@ -66,6 +66,11 @@ class Method:
             loss.backward()
             self.optimizer.step()
 
+    def eval_model(self) -> Optional[nn.Module]:
+        """The network to evaluate and select, where the method keeps a better one than the
+        student (a teacher); None: the engine's choice (its EMA weights, or the model)."""
+        return None
+
     def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:
         """Called at every evaluation; may write artifacts into ``run_dir`` (None when nothing is
         written) and returns extra scalars for metrics.jsonl."""

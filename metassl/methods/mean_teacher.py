@@ -15,18 +15,19 @@ w(t) ramps up with the sigmoid schedule; w_max = 100, the authors' CIFAR-10 sett
 teacher runs in train mode like the student (its BatchNorm uses batch statistics, its dropout is
 its noise); its running statistics are copied from the student at every update.
 
-The engine evaluates the student (or its own ``ema_decay`` average); the teacher is checkpointed
-with the method's state.
+The teacher is what is evaluated and selected (``mean_teacher.evaluate=teacher``, as the paper
+reports it) or the student (``student``); it is checkpointed with the method's state.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metassl.config import bounded
+from metassl.engine.dist import unwrap
 from metassl.engine.ema import ModelEMA
 from metassl.methods.base import METHODS, Method
 from metassl.methods.losses import mse_consistency
@@ -39,6 +40,7 @@ class MeanTeacherConfig:
     rampup_fraction: float = bounded(0.25, 0.0, 1.0)
     ema_decay: float = bounded(0.999, 0.0, 1.0)
     ema_decay_rampup: float = bounded(0.99, 0.0, 1.0)
+    evaluate: Literal["teacher", "student"] = "teacher"
 
 
 @METHODS.register("mean_teacher")
@@ -48,7 +50,7 @@ class MeanTeacher(Method):
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)
-        self.student = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.student = unwrap(model)
         self.teacher = ModelEMA(self.student, cfg.ema_decay)
         self.teacher.module.train()
 
@@ -71,6 +73,9 @@ class MeanTeacher(Method):
         self.optimize(loss)
         self.teacher.update(self.student, self.decay(step))
         return {"loss": loss.detach(), "loss_l": loss_l.detach(), "loss_cons": loss_cons.detach()}
+
+    def eval_model(self):
+        return self.teacher.module if self.cfg.evaluate == "teacher" else None
 
     def state_dict(self) -> dict:
         return {"teacher": self.teacher.state_dict()}

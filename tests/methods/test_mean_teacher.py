@@ -49,3 +49,19 @@ def test_teacher_tracks_the_student_and_survives_a_resume(make_method):
 
 def test_mean_teacher_beats_supervised_on_digits(digits_error, supervised_error):
     assert digits_error("mean_teacher") < supervised_error - MARGIN
+
+
+def test_engine_selects_and_saves_the_teacher(tmp_path):
+    from metassl import config
+    from metassl.engine.trainer import Trainer
+
+    cfg = config.load_config(None, ["dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5",
+                                    "method=mean_teacher", "steps=6", "eval_every=6", "batch_size=16",
+                                    "tensorboard=false"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.fit()
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
+    teacher = trainer.method.teacher.module.state_dict()
+    student = trainer.s.model.state_dict()
+    assert all(torch.equal(saved[k], teacher[k]) for k in saved)
+    assert any(not torch.equal(saved[k], student[k]) for k in saved if saved[k].is_floating_point())
