@@ -2,9 +2,10 @@
 asynchronous pseudo labeling (APL), mixup within the labeled and within the unlabeled batch, and
 all B_l + B_u mixing weights learned by MetaMixUp's meta step on the meta-validation set, through
 one look-ahead step on MetaLoss = L_s + L_us (lines 9-11). The "MetaMixUp + APL" row of Table III;
-``metamixup_pl``, the same with σ_d = 0 (a fixed threshold), is "MetaMixUp + Pseudo-Label". See ``pl_mix`` for the step and
-``lam_meta`` for the meta-gradient; the learned λ go to ``lambdas.jsonl`` (pairs by the classes the
-mixing used: true for labeled, pseudo for unlabeled examples).
+``metamixup_pl``, the same with σ_d = 0 (a fixed threshold), is "MetaMixUp + Pseudo-Label". See
+``pl_mix`` for the step and ``lam_meta`` for the meta-gradient; the learned λ go to
+``lambdas.jsonl`` (pairs by the classes the mixing used: true for labeled, pseudo for unlabeled
+examples).
 """
 from __future__ import annotations
 

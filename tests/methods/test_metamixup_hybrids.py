@@ -26,8 +26,8 @@ def batches(n=8, seed=1):
     aug = Augmenter((0.5,), (0.25,), flip=False, translate=0, noise=0.0, device="cpu")
     y = [torch.randint(0, CLASSES, (n,), generator=g) for _ in range(2)]
     idx = torch.randperm(100, generator=g)
-    return (aug, Batch(x=aug(raw[0]), raw=raw[0], y=y[0], idx=idx[:n]), Batch(x=aug(raw[1]), raw=raw[1], idx=idx[n:2 * n]),
-            Batch(x=aug(raw[2]), raw=raw[2], y=y[1]))
+    return (aug, Batch(x=aug(raw[0]), raw=raw[0], y=y[0], idx=idx[:n]),
+            Batch(x=aug(raw[1]), raw=raw[1], idx=idx[n:2 * n]), Batch(x=aug(raw[2]), raw=raw[2], y=y[1]))
 
 
 def make(name, *overrides, lr=0.5):
