@@ -55,8 +55,6 @@ class Trainer:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
         if cfg.select == "val" and cfg.val_per_class == 0:
             raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume, data=data)
         s = self.s
@@ -207,6 +205,9 @@ class Trainer:
             stop["signal"] = signum
 
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         dev = self.s.device
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -268,6 +269,7 @@ class Trainer:
                 if stop["signal"] is not None:
                     raise Interrupted(self.step, self.run_dir)
         finally:
+            torch.set_num_threads(threads)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             log.close()

@@ -16,6 +16,7 @@ from metassl.methods import Batch, TrainContext
 from metassl.methods.lam_record import BINS, LamRecorder
 from metassl.methods.metamixup import MetaMixup
 from metassl.report.lambdas import read_lambdas
+from tests.methods.conftest import mean_test_error
 
 B, CLASSES = 8, 4
 
@@ -248,18 +249,8 @@ DIGITS = ["dataset=digits", "model=mlp", "labels_per_class=20", "val_per_class=1
           "batch_size=64", "lr=0.05", "eval_every=200", "augment.translate=1", "tensorboard=false", "threads=1"]
 
 
-def mean_test_error(method: str) -> float:
-    errors = [Trainer(config.load_config(None, DIGITS + [f"method={method}", f"seed={seed}"]), None).fit()["test_error"]
-              for seed in (0, 1, 2)]
-    return sum(errors) / len(errors)
-
-
 def test_digits_metamixup_beats_mixup_at_the_same_budget():
-    threads = torch.get_num_threads()
-    try:
-        meta_error, mixup_error = mean_test_error("metamixup"), mean_test_error("mixup")
-    finally:
-        torch.set_num_threads(threads)
+    meta_error, mixup_error = mean_test_error(DIGITS, "metamixup"), mean_test_error(DIGITS, "mixup")
     assert meta_error < mixup_error, (meta_error, mixup_error)
 
 

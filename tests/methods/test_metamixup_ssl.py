@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from metassl import config
-from metassl.engine.trainer import Trainer
 from metassl.methods import METHODS, Batch, TrainContext
 from metassl.methods.pl_mix import apl_threshold, confident_pairing
-from tests.methods.conftest import DIGITS_SSL
+from tests.methods.conftest import DIGITS_SSL, mean_test_error
 
 CLASSES = 4
 
@@ -167,17 +166,7 @@ def test_step_leaves_statistics_to_the_real_update_and_records_used_lam(tmp_path
     assert set(state) == {"lam_log"}
 
 
-def mean_test_error(method: str) -> float:
-    base = [o for o in DIGITS_SSL if not o.startswith("seed=")]
-    errors = [Trainer(config.load_config(None, base + [f"method={method}", f"seed={seed}"]), None).fit()["test_error"]
-              for seed in (0, 1, 2)]
-    return sum(errors) / len(errors)
-
-
 def test_digits_metamixup_ssl_beats_mixup_pl_at_the_same_budget():
-    threads = torch.get_num_threads()
-    try:
-        meta_error, mixup_error = mean_test_error("metamixup_ssl"), mean_test_error("mixup_pl")
-    finally:
-        torch.set_num_threads(threads)
+    meta_error = mean_test_error(DIGITS_SSL, "metamixup_ssl")
+    mixup_error = mean_test_error(DIGITS_SSL, "mixup_pl")
     assert meta_error < mixup_error, (meta_error, mixup_error)

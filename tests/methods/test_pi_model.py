@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from tests.methods.conftest import MARGIN
 
