@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -84,9 +85,14 @@ def group_keys(suite: dict, runs: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.get(k)) for r in runs}) > 1] or ["method"]
 
 
-def machine() -> str:
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
-    return f"{platform.machine()} {dev}, torch {torch.__version__}"
+def machine(jobs: int = 1) -> str:
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    elif jobs > 1:
+        dev = f"CPU, {jobs} runs at once, 1 thread each"
+    else:
+        dev = f"CPU, {torch.get_num_threads()} threads"
+    return f"{platform.machine()} {dev}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
@@ -135,7 +141,7 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
              **json.loads((p / "final.json").read_text())}
             for p, flat, cfg in zip(paths, runs, configs)]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = make_table(name, suite, rows, group_keys(suite, runs))
+    table = make_table(name, suite, rows, group_keys(suite, runs), jobs)
     (out / "table.md").write_text(table)
     return table
 
@@ -148,7 +154,7 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str:
+def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         setting = row.get("config") or row["overrides"]
@@ -159,7 +165,8 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str
     if has_paper:
         head.append("paper")
     lines = [f"# Suite `{name}`", "",
-             f"Command: `metassl bench {name} --out DIR`; {machine()}; {dt.date.today().isoformat()}.",
+             f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
+             f"{machine(jobs)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
              "Test error of the checkpoint selected on validation; mean ± sample std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -170,7 +177,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str]) -> str
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
-        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.1f}", f"{cpu:.1f}"]
+        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
