@@ -135,7 +135,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="list the runs without training")
     b.add_argument("--jobs", type=int, default=1, help="suite: runs trained at once, one thread each")
     b.add_argument("--model", default="cnn3", help="speed: model to time")
-    b.add_argument("--methods", nargs="*", help="speed: methods to time (default all)")
+    b.add_argument("--methods", nargs="*", help="speed: methods to time (default all); "
+                   "name:key=value,... times a variant, e.g. metamixup:grad=first_order")
     b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
     b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
