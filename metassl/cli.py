@@ -69,7 +69,7 @@ def cmd_bench(args) -> int:
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device)
         print(speed.to_markdown(rows))
         return 0
-    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides,
+    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides, only=args.only,
                              jobs=args.jobs)
     print(table)
     return 0
@@ -134,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
     b.add_argument("--dry-run", action="store_true", help="list the runs without training")
     b.add_argument("--jobs", type=int, default=1, help="suite: runs trained at once, one thread each")
+    b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
+                   "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")
     b.add_argument("--model", default="cnn3", help="speed: model to time")
     b.add_argument("--methods", nargs="*", help="speed: methods to time (default all); "
                    "name:key=value,... times a variant, e.g. metamixup:grad=first_order")

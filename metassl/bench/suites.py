@@ -108,11 +108,39 @@ def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
         raise type(exc)(f"bench: run {path}: {exc}") from None
 
 
+def parse_only(only: list[str] | None) -> dict[str, list]:
+    """``["method=supervised,mixup", "seed=0"]`` -> {"method": ["supervised", "mixup"], "seed": [0]}."""
+    wanted: dict[str, list] = {}
+    for item in only or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"bench: --only {item!r}: expected key=value[,value...]")
+        wanted[key] = [config_mod.parse_overrides([f"v={v}"])["v"] for v in values.split(",")]
+    return wanted
+
+
+def select_runs(runs: list[dict], only: list[str] | None) -> list[dict]:
+    """The runs whose settings match every ``--only`` filter (all runs without filters)."""
+    wanted = parse_only(only)
+    keys = {k for r in runs for k in r}
+    for key in wanted:
+        if key not in keys:
+            raise ConfigError(f"bench: --only {key}: not a key of this suite's runs; they vary "
+                              f"{', '.join(sorted(keys))}")
+    picked = [r for r in runs if all(r.get(k) in vals for k, vals in wanted.items())]
+    if not picked:
+        raise ConfigError(f"bench: --only {' '.join(only or [])}: matches none of the suite's {len(runs)} runs")
+    return picked
+
+
 def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,
-              jobs: int = 1) -> str:
+              jobs: int = 1, only: list[str] | None = None) -> str:
+    """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
+    finished run in ``out``."""
     name, suite = load_suite(name_or_path)
     base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
     runs = expand(suite)
+    chosen = {run_name(r) for r in select_runs(runs, only)}
     configs = []
     for flat in runs:
         raw = base
@@ -123,10 +151,11 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
         except ConfigError as exc:
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
     if dry_run:
-        return "\n".join(run_name(f) for f in runs)
+        return "\n".join(run_name(f) for f in runs if run_name(f) in chosen)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / run_name(flat) for flat in runs]
-    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(zip(paths, configs)) if not (p / "final.json").exists()]
+    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(zip(paths, configs))
+            if p.name in chosen and not (p / "final.json").exists()]
     if jobs > 1 and len(todo) > 1:
         # One thread per run and several runs at once use small CPUs far better than one run on all cores.
         ctx = multiprocessing.get_context("spawn")
@@ -139,7 +168,7 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
             _run_one(i, len(runs), p, cfg, None)
     rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.dump(cfg)),
              **json.loads((p / "final.json").read_text())}
-            for p, flat, cfg in zip(paths, runs, configs)]
+            for p, flat, cfg in zip(paths, runs, configs) if (p / "final.json").exists()]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = make_table(name, suite, rows, group_keys(suite, runs), jobs)
     (out / "table.md").write_text(table)
@@ -152,6 +181,15 @@ def _fmt(values: list[float]) -> str:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{mean:.2f} ± {std:.2f}"
+
+
+def _selection(rows: list[dict]) -> str:
+    chosen = {(r.get("config") or {}).get("select", "val") for r in rows}
+    if chosen == {"last"}:
+        return "the last checkpoint"
+    if chosen == {"val"}:
+        return "the checkpoint selected on validation"
+    return "the checkpoint chosen by each run's `select` (validation or last)"
 
 
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1) -> str:
@@ -168,7 +206,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
              f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
              f"{machine(jobs)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
-             "Test error of the checkpoint selected on validation; mean ± sample std over seeds.", "",
+             f"Test error of {_selection(rows)}; mean ± sample std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
         cells = [json.loads(v) if v != "null" else "all" if k == "labels_per_class" else "-"

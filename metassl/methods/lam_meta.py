@@ -51,10 +51,20 @@ cosine with ``exact`` was 0.1-0.5 at ε·||v|| = 0.01 (float64 needs ε·||v|| �
 reach). ``directional=jvp`` is exact on any network but slower than ``exact`` (forward mode over
 the λ-gradient); it is there to check the derivation. ``grad=exact`` stays the default.
 
-Scale of the step. M is a batch mean, so dM/dz_i = -(η/n) λ_i(1-λ_i) <v, ∂g_i/∂λ_i>, g_i pair i's
-own gradient: with α = 5, η = 0.05 and n = 64 (digits, MLP) the learned λ move by about 1e-4 from
-their random start, and MetaMixUp trains as per-sample mixup. ``alpha`` is the paper's step size;
-larger values (α·n/η ~ 5000 there) make the meta step move λ by 0.1-0.4.
+Scale of the step (``scale``). The training loss is a batch mean, so
+
+    dM/dz_i = -(η/n) λ_i(1-λ_i) <v, ∂g_i/∂λ_i>,     g_i pair i's own gradient,
+
+which shrinks with the batch size n and with the learning rate η. Taken literally (``scale=batch``),
+α = 5 with η = 0.05 and n = 64 (digits, MLP) moves the learned λ by about 1e-4 from their random start,
+MetaMixUp trains as per-sample mixup, and the step would vanish altogether as the schedule decays η;
+yet the paper states one α = 5 for every dataset, batch size (100, 128) and schedule (η divided by
+1000 over a run). ``scale=pair`` (default) makes α mean the same thing everywhere: it takes the
+derivative per pair, as if pair i's step were the whole step, n·W/η · dM/dz_i =
+-λ_i(1-λ_i) <v, ∂g_i/∂λ_i> (n the number of λ, W the number of data-parallel processes), which
+moves λ by 0.16-0.21 on average at α = 5 on digits over a whole run (``batch``: 2e-4 falling to
+1e-5 as η decays), and lowers the 3-seed mean test error there from 6.69% (``batch``) to 6.13%
+(mixup: 7.15%). Both use the same hypergradient; they differ by that constant.
 
 BatchNorm. ``meta_bn=train`` (default) runs the look-ahead and the validation pass with batch
 statistics, like the real update the look-ahead stands in for; the running statistics are never
@@ -90,6 +100,7 @@ class MetaStepConfig:
     fd_radius: float = bounded(0.01, 0.0, lo_open=True)  # ε·||v||
     meta_bn: Literal["train", "eval"] = "train"         # BatchNorm in the look-ahead and validation passes
     meta_lr: Optional[float] = bounded(None, 0.0)       # η of the look-ahead; null: the current lr
+    scale: Literal["pair", "batch"] = "pair"            # Eq. 10's gradient per pair, or of the batch mean
 
 
 @dataclass
@@ -159,6 +170,9 @@ class MetaLam:
         """λ* (detached, in [0, 1]) from the random start ``lam_start``, and scalars to log."""
         z = torch.logit(lam_start, eps=1e-6)
         dz, outer = self.hypergradient(loss_of, z, self.ctx.sample_val())
+        eta = self.eta()
+        if self.cfg.scale == "pair" and eta > 0:
+            dz = dz * (z.numel() * meta.world_size() / eta)
         lam = torch.sigmoid(z - self.cfg.alpha * dz)
         return lam, {"meta_loss": outer, "lam_shift": (lam - torch.sigmoid(z)).abs().mean()}
 

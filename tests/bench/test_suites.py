@@ -69,3 +69,22 @@ def test_dry_run_and_bad_suites(tmp_path):
 def test_shipped_suites_resolve():
     for name in suites.suite_names():
         assert suites.run_suite(name, None, dry_run=True).strip(), name
+
+
+def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_path):
+    path = write_suite(tmp_path, {**SUITE, "base": {**SUITE["base"], "select": "last"}})
+    out = tmp_path / "out"
+    assert suites.run_suite(str(path), out, dry_run=True, only=["method=mixup", "seed=1"]) == "method=mixup,seed=1"
+    table = suites.run_suite(str(path), out, only=["method=supervised"])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["method=supervised,seed=0",
+                                                                   "method=supervised,seed=1"]
+    assert [r["overrides"]["method"] for r in json.loads((out / "results.json").read_text())] == ["supervised"] * 2
+    assert "| supervised" in table and "| mixup" not in table and "the last checkpoint" in table
+    suites.run_suite(str(path), out, only=["seed=0,1", "method=mixup,supervised"])
+    assert len(json.loads((out / "results.json").read_text())) == 4
+    with pytest.raises(ConfigError, match="--only methd: not a key"):
+        suites.run_suite(str(path), out, only=["methd=mixup"])
+    with pytest.raises(ConfigError, match="matches none"):
+        suites.run_suite(str(path), out, only=["method=vat"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        suites.run_suite(str(path), out, only=["method"])

@@ -150,12 +150,15 @@ def test_first_order_differences_match_the_exact_gradient_on_a_smooth_net(float6
     assert torch.allclose(first, exact, rtol=1e-3, atol=1e-4 * exact.abs().max().item())
 
 
-def test_train_step_remixes_with_the_learned_lam(float64, monkeypatch):
-    """Algorithm 1 end to end: λ* = sigmoid(z - α dM/dz), then one SGD step on the batch mixed with λ*."""
+@pytest.mark.parametrize("scale", ["batch", "pair"])
+def test_train_step_remixes_with_the_learned_lam(float64, monkeypatch, scale):
+    """Algorithm 1 end to end: λ* = sigmoid(z - α s dM/dz), then one SGD step on the batch mixed
+    with λ*; s = 1 for ``scale=batch``, n/η (n pairs, learning rate η) for ``scale=pair``."""
     labeled, val, perm, z = data()
     net = convnet()
     eta, alpha = 0.5, 40.0
-    method = make(net, val, f"alpha={alpha}", lr=eta)
+    factor = 1.0 if scale == "batch" else len(z) / eta
+    method = make(net, val, f"alpha={alpha / factor}", f"scale={scale}", lr=eta)
     monkeypatch.setattr("metassl.methods.metamixup.sample_lam", lambda *args: torch.sigmoid(z))
     monkeypatch.setattr(torch, "randperm", lambda n, **kw: perm.clone())
     loss_of = loss_of_for(labeled, perm)
@@ -174,7 +177,7 @@ def test_lam_stays_in_the_unit_interval_and_the_meta_step_lowers_the_meta_loss(f
     net = convnet()
     loss_of = loss_of_for(labeled, perm)
     m = meta_objective(net, "train", loss_of, val, eta=0.5)
-    method = make(net, val)
+    method = make(net, val, "scale=batch")
     lam, logs = method.learned_lam(loss_of, torch.sigmoid(z))
     assert m(torch.logit(lam)) < m(z)  # one descent step of size α = 5 on z
     assert logs["lam_shift"] > 0
