@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,6 +15,15 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"metassl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture
+def float64():
+    """Double precision as the default dtype for one test (gradient checks)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture

@@ -7,12 +7,7 @@ from torch import nn
 from metassl import meta
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def small_convnet(seed: int = 0, smooth: bool = False) -> nn.Module:

@@ -11,12 +11,7 @@ from metassl.methods.meta_pl_exact import MetaPLExact
 from metassl.methods.meta_pl_mixup import MetaPLMixup
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def convnet() -> nn.Module:

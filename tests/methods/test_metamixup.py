@@ -21,14 +21,6 @@ from tests.methods.conftest import mean_test_error
 B, CLASSES = 8, 4
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def convnet(smooth: bool = False) -> nn.Module:
     """Conv-BN-ReLU-MaxPool, or with ``smooth`` Softplus and average pooling: the λ-gradient of a
     ReLU/max-pool net jumps where a unit or a pooling winner switches, which finite differences

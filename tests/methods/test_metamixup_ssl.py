@@ -110,14 +110,6 @@ def test_loss_is_mixed_cross_entropy_and_examples_under_sigma_contribute_nothing
     assert logs["mask"] == mask.mean()
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_learned_lam_exact_and_forward_mode_agree_and_skip_unlabeled_under_sigma(float64):
     """On Algorithm 2's loss the double-backward and forward-over-reverse meta-gradients agree, and
     an unlabeled example under σ, absent from the loss, keeps its random λ (BatchNorm in eval mode
