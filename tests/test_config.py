@@ -64,3 +64,19 @@ def test_cli_bad_yaml_file(cli, tmp_path):
     proc = cli("train", "--config", str(path), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "is not valid YAML" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``metassl list | head -1``: the reader is gone before the output is written."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "metassl.cli", "list"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
