@@ -49,17 +49,20 @@ def _sync(device: torch.device) -> None:
 class Bench:
     """Synthetic data, streams and one freshly built method per name, all on one model init."""
 
-    def __init__(self, model: str, batch_size: int, device: torch.device, shape=(1, 28, 28), classes=10):
+    def __init__(self, model: str, batch_size: int, device: torch.device, shape=(1, 28, 28), classes=10,
+                 channels_last: bool = True):
         torch.manual_seed(0)
         self.device = device
         self.x = torch.randint(0, 256, (POOL, *shape), dtype=torch.uint8, device=device)
         self.y = torch.randint(0, classes, (POOL,), device=device)
         self.aug = Augmenter((0.5,) * shape[0], (0.25,) * shape[0], flip=False, translate=2, noise=0.0,
-                             device=device)
+                             device=device, channels_last=channels_last)
         all_idx = torch.arange(POOL)
         self.streams = {k: IndexStream(all_idx, batch_size, seed, device) for seed, k in
                         enumerate(("labeled", "unlabeled", "val"))}
         self.base_model = create_model(model, shape[0], classes, shape[1]).to(device)
+        if channels_last:  # as training lays it out (engine.setup)
+            self.base_model = self.base_model.to(memory_format=torch.channels_last)
         self.classes = classes
 
     def batch(self, kind: str) -> Batch:
