@@ -14,17 +14,17 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 from importlib import resources
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 from metassl import config as config_mod
 from metassl.engine import rundir
-from metassl.engine.trainer import Trainer
+from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, MetasslError
 
 SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper"}
@@ -95,6 +95,23 @@ def machine(jobs: int = 1) -> str:
     return f"{platform.machine()} {dev}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+class SuiteInterrupted(MetasslError):
+    """A run of the suite stopped by SIGINT/SIGTERM after saving its checkpoint."""
+
+    exit_code = 130
+
+
+class SuiteRunFailed(MetasslError):
+    """A run of the suite failed; carries that run's exit code (picklable across processes)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self):
+        return type(self), (str(self), self.exit_code)
+
+
 def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
     print(f"[{i + 1}/{total}] {path.name}", file=sys.stderr, flush=True)
     if threads and not cfg.threads:
@@ -104,8 +121,48 @@ def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
         rundir.prepare_new(path, cfg, overwrite=True)
     try:
         Trainer(cfg, path, resume=resume).fit()
+    except Interrupted:
+        raise SuiteInterrupted(f"bench: interrupted; run {path.name} saved a checkpoint. The same "
+                               f"command continues the suite (finished runs are kept).") from None
     except MetasslError as exc:
-        raise type(exc)(f"bench: run {path}: {exc}") from None
+        raise SuiteRunFailed(f"bench: run {path}: {exc}", exc.exit_code) from None
+
+
+def _worker_init() -> None:
+    """Pool workers die with the suite: on Linux the kernel sends SIGTERM when the parent exits,
+    so a killed ``metassl bench`` leaves no orphan training on; each run checkpoints first."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() == 1:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_parallel(todo: list, total: int, jobs: int) -> None:
+    """One thread per run and several runs at once use small CPUs far better than one run on all
+    cores. On an error or an interrupt the other workers are sent SIGTERM: they checkpoint and stop."""
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(processes=jobs, initializer=_worker_init, maxtasksperchild=1)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
+    try:
+        pending = [pool.apply_async(_run_one, (i, total, p, cfg, 1)) for i, p, cfg in todo]
+        for result in pending:
+            result.get()
+        pool.close()
+    except KeyboardInterrupt:
+        pool.terminate()
+        raise SuiteInterrupted("bench: interrupted; every unfinished run saved a checkpoint. The same "
+                               "command continues the suite (finished runs are kept).") from None
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        pool.join()
 
 
 def parse_only(only: list[str] | None) -> dict[str, list]:
@@ -157,12 +214,7 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     todo = [(i, p, cfg) for i, (p, cfg) in enumerate(zip(paths, configs))
             if p.name in chosen and not (p / "final.json").exists()]
     if jobs > 1 and len(todo) > 1:
-        # One thread per run and several runs at once use small CPUs far better than one run on all cores.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_one, i, len(runs), p, cfg, 1) for i, p, cfg in todo]
-            for fut in futures:
-                fut.result()
+        _run_parallel(todo, len(runs), jobs)
     else:
         for i, p, cfg in todo:
             _run_one(i, len(runs), p, cfg, None)

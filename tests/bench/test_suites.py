@@ -1,4 +1,9 @@
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -88,3 +93,46 @@ def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_pa
         suites.run_suite(str(path), out, only=["method=vat"])
     with pytest.raises(ConfigError, match="expected key=value"):
         suites.run_suite(str(path), out, only=["method"])
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_sigterm_to_a_parallel_suite_checkpoints_every_run_and_leaves_no_worker(tmp_path):
+    suite = {**SUITE, "base": {**SUITE["base"], "steps": 100000, "eval_every": 20}, "seeds": [0]}
+    path, out = write_suite(tmp_path, suite), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "metassl.cli", "bench", str(path), "--out", str(out),
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = [out / "method=supervised,seed=0", out / "method=mixup,seed=0"]
+    deadline = time.time() + 120
+    while not all((r / "metrics.jsonl").exists() for r in runs):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.splitlines()[-1] and "Traceback" not in err
+    assert all((r / "checkpoint.pt").exists() and not (r / "final.json").exists() for r in runs)
+    deadline = time.time() + 30
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
