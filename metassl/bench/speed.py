@@ -103,9 +103,9 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _peak_mb_subprocess(name: str, model: str, batch_size: int) -> float | None:
+def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: bool = True) -> float | None:
     cmd = [sys.executable, "-m", "metassl.bench.speed", "--peak", name, "--model", model,
-           "--batch-size", str(batch_size)]
+           "--batch-size", str(batch_size), "--layout", "nhwc" if channels_last else "nchw"]
     # A fixed mmap threshold makes glibc hand large freed blocks back at once, so the resident
     # set follows the live tensors instead of staying at its high-water mark.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
@@ -116,10 +116,10 @@ def _peak_mb_subprocess(name: str, model: str, batch_size: int) -> float | None:
         return None
 
 
-def _peak_cpu_child(name: str, model: str, batch_size: int) -> float:
+def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool = True) -> float:
     """Peak resident-set growth over a step, above the state that persists between steps."""
     torch.set_num_threads(1)
-    bench = Bench(model, batch_size, torch.device("cpu"))
+    bench = Bench(model, batch_size, torch.device("cpu"), channels_last=channels_last)
     method = bench.method(name)
     bench.step(method, 0)  # optimizer state and caches that every later step keeps
     base = _rss_mb()
@@ -142,12 +142,12 @@ def _peak_cpu_child(name: str, model: str, batch_size: int) -> float:
 
 
 def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
-              rounds: int = 20, warmup: int = 3, device: str = "auto") -> list[dict]:
+              rounds: int = 20, warmup: int = 3, device: str = "auto", channels_last: bool = True) -> list[dict]:
     dev = pick_device(device)
     names = methods or METHODS.names()
     for name in names:
         method_spec(name)
-    bench = Bench(model, batch_size, dev)
+    bench = Bench(model, batch_size, dev, channels_last=channels_last)
     instances = {name: bench.method(name) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     data_times = []
@@ -164,7 +164,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
         data_times.append(bench.data_step())
     if dev.type != "cuda":
-        peaks = {name: _peak_mb_subprocess(name, model, batch_size) for name in names}
+        peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last) for name in names}
     ref = statistics.median(times["supervised"]) if "supervised" in times else None
     rows = []
     for name in names:
@@ -176,7 +176,8 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
     data_ms = statistics.median(data_times) * 1000
     meta = {"model": model, "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
             "rounds": rounds, "data_pipeline_ms": round(data_ms, 3),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)"}
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -187,7 +188,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
 def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
     lines = []
     if meta:
-        lines += [f"Model {meta['model']}, batch {meta['batch']}, device {meta['device']}, "
+        lines += [f"Model {meta['model']}, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
                   f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps. "
                   f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]
     lines += ["| method | ms/step | x supervised | peak MB |", "|---|---|---|---|"]
@@ -201,5 +202,6 @@ if __name__ == "__main__":
     p.add_argument("--peak", required=True)
     p.add_argument("--model", default="cnn3")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
     a = p.parse_args()
-    print(_peak_cpu_child(a.peak, a.model, a.batch_size))
+    print(_peak_cpu_child(a.peak, a.model, a.batch_size, a.layout == "nhwc"))

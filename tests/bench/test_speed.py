@@ -1,5 +1,7 @@
 import json
 
+import torch
+
 from metassl.bench.speed import run_speed
 
 
@@ -14,3 +16,24 @@ def test_speed_rows_for_each_method(tmp_path):
     assert all(r["ms_per_step"] > 0 for r in rows)
     assert all(r["peak_mem_mb"] is not None and r["peak_mem_mb"] >= 0 for r in rows)
     assert "| mixup |" in (tmp_path / "speed.md").read_text()
+
+
+def test_speed_times_the_layout_asked_for(tmp_path, monkeypatch):
+    from metassl.bench import speed
+
+    seen = []
+    real = speed.Bench.step
+
+    def step(self, method, i):
+        w = method.model.features[4].weight  # cnn3's second conv, 64 x 32 x 3 x 3
+        seen.append(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
+        return real(self, method, i)
+
+    monkeypatch.setattr(speed.Bench, "step", step)
+    for layout in (True, False):
+        seen.clear()
+        run_speed(tmp_path / str(layout), model="cnn3", methods=["supervised"], batch_size=4, rounds=1,
+                  warmup=1, device="cpu", channels_last=layout)
+        assert seen and all(s == layout for s in seen)
+        meta = json.loads((tmp_path / str(layout) / "speed_meta.json").read_text())
+        assert meta["layout"].startswith("channels_last" if layout else "contiguous")
