@@ -17,6 +17,8 @@ import platform
 import signal
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
 
@@ -112,7 +114,7 @@ class SuiteRunFailed(MetasslError):
         return type(self), (str(self), self.exit_code)
 
 
-def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
+def _run_one(i: int, total: int, path: Path, cfg, threads: int | None, in_worker: bool = False) -> None:
     print(f"[{i + 1}/{total}] {path.name}", file=sys.stderr, flush=True)
     if threads and not cfg.threads:
         cfg.threads = threads
@@ -122,6 +124,8 @@ def _run_one(i: int, total: int, path: Path, cfg, threads: int | None) -> None:
     try:
         Trainer(cfg, path, resume=resume).fit()
     except Interrupted:
+        if in_worker:  # the checkpoint is saved: leave at once rather than wait for more work
+            os._exit(130)
         raise SuiteInterrupted(f"bench: interrupted; run {path.name} saved a checkpoint. The same "
                                f"command continues the suite (finished runs are kept).") from None
     except MetasslError as exc:
@@ -146,23 +150,32 @@ def _run_parallel(todo: list, total: int, jobs: int) -> None:
     """One thread per run and several runs at once use small CPUs far better than one run on all
     cores. On an error or an interrupt the other workers are sent SIGTERM: they checkpoint and stop."""
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(processes=jobs, initializer=_worker_init, maxtasksperchild=1)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
     try:
-        pending = [pool.apply_async(_run_one, (i, total, p, cfg, 1)) for i, p, cfg in todo]
-        for result in pending:
-            result.get()
-        pool.close()
-    except KeyboardInterrupt:
-        pool.terminate()
+        futures = [pool.submit(_run_one, i, total, p, cfg, 1, True) for i, p, cfg in todo]
+        for fut in futures:
+            fut.result()
+    except (KeyboardInterrupt, BrokenProcessPool):
+        _stop_workers(pool)
         raise SuiteInterrupted("bench: interrupted; every unfinished run saved a checkpoint. The same "
                                "command continues the suite (finished runs are kept).") from None
     except BaseException:
-        pool.terminate()
+        _stop_workers(pool)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM each worker (its run checkpoints and the worker exits) and wait for them."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        proc.join(timeout=120)
 
 
 def parse_only(only: list[str] | None) -> dict[str, list]:
