@@ -67,7 +67,7 @@ def cmd_bench(args) -> int:
     if args.suite == "speed":
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,
-                               channels_last=args.layout == "nhwc")
+                               channels_last=None if args.layout is None else args.layout == "nhwc")
         print(speed.to_markdown(rows))
         return 0
     table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides, only=args.only,
@@ -142,8 +142,9 @@ def parser() -> argparse.ArgumentParser:
                    "name:key=value,... times a variant, e.g. metamixup:grad=first_order")
     b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
     b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
-    b.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc",
-                   help="speed: memory layout of images and conv weights (training uses nhwc unless channels_last=false)")
+    b.add_argument("--layout", choices=["nhwc", "nchw"],
+                   help="speed: memory layout of images and conv weights (default: as training lays them out, "
+                        "nhwc on CUDA and nchw on a CPU unless channels_last is set)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("overrides", nargs="*", metavar="key=value", help="suite: overrides for every run")
     b.set_defaults(func=cmd_bench)

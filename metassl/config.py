@@ -80,7 +80,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = field(default=None, metadata=_range(1))
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
+    # NHWC layout for image models: null = on CUDA only (on CPUs it slows the steps that differentiate
+    # through a gradient by 16-47% and leaves plain steps within 10%), true = every device, false = never.
+    channels_last: Optional[bool] = None
     tensorboard: bool = True
     # Filled from the section named after ``method``; validated by that method's Config.
     method_cfg: Any = field(default=None, metadata={"internal": True})

@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from metassl.config import build_dataclass, parse_overrides
 from metassl.data.augment import Augmenter
 from metassl.data.stream import IndexStream
-from metassl.engine.setup import pick_device
+from metassl.engine.setup import pick_device, use_channels_last
 from metassl.methods import METHODS, Batch, TrainContext
 from metassl.models import create_model
 
@@ -142,8 +143,10 @@ def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool 
 
 
 def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
-              rounds: int = 20, warmup: int = 3, device: str = "auto", channels_last: bool = True) -> list[dict]:
+              rounds: int = 20, warmup: int = 3, device: str = "auto",
+              channels_last: Optional[bool] = None) -> list[dict]:
     dev = pick_device(device)
+    channels_last = use_channels_last(channels_last, dev)
     names = methods or METHODS.names()
     for name in names:
         method_spec(name)

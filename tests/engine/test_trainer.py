@@ -117,3 +117,16 @@ def test_resume_after_a_real_interruption_matches_an_uninterrupted_run(cli, tmp_
     fa = json.loads((whole / "final.json").read_text())
     fb = json.loads((part / "final.json").read_text())
     assert fa["test_error"] == fb["test_error"] and fa["selected_step"] == fb["selected_step"]
+
+
+@pytest.mark.parametrize("setting, nhwc", [("null", False), ("true", True), ("false", False)])
+def test_channels_last_lays_out_conv_weights_and_batches_as_asked(setting, nhwc):
+    cfg = config.load_config(None, FAST + ["model=cnn3", "method=supervised", "steps=3", "eval_every=3",
+                                           f"channels_last={setting}"])
+    trainer = Trainer(cfg, run_dir=None)
+    conv = trainer.s.model.features[4].weight  # 64 x 32 x 3 x 3: the layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) == nhwc
+    assert conv.is_contiguous() == (not nhwc)
+    x = trainer.s.augmenter(trainer.s.x[:4].repeat(1, 3, 1, 1))  # 3 channels: the layouts differ
+    assert x.is_contiguous(memory_format=torch.channels_last) == nhwc
+    assert trainer.fit()["test_error"] is not None
