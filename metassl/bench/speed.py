@@ -51,7 +51,7 @@ class Bench:
     """Synthetic data, streams and one freshly built method per name, all on one model init."""
 
     def __init__(self, model: str, batch_size: int, device: torch.device, shape=(1, 28, 28), classes=10,
-                 channels_last: bool = True):
+                 channels_last: bool = False):
         torch.manual_seed(0)
         self.device = device
         self.x = torch.randint(0, 256, (POOL, *shape), dtype=torch.uint8, device=device)
@@ -104,7 +104,7 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: bool = True) -> float | None:
+def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: bool = False) -> float | None:
     cmd = [sys.executable, "-m", "metassl.bench.speed", "--peak", name, "--model", model,
            "--batch-size", str(batch_size), "--layout", "nhwc" if channels_last else "nchw"]
     # A fixed mmap threshold makes glibc hand large freed blocks back at once, so the resident
@@ -117,7 +117,7 @@ def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: b
         return None
 
 
-def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool = True) -> float:
+def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool = False) -> float:
     """Peak resident-set growth over a step, above the state that persists between steps."""
     torch.set_num_threads(1)
     bench = Bench(model, batch_size, torch.device("cpu"), channels_last=channels_last)
@@ -205,6 +205,6 @@ if __name__ == "__main__":
     p.add_argument("--peak", required=True)
     p.add_argument("--model", default="cnn3")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
+    p.add_argument("--layout", choices=["nhwc", "nchw"], default="nchw")
     a = p.parse_args()
     print(_peak_cpu_child(a.peak, a.model, a.batch_size, a.layout == "nhwc"))

@@ -156,10 +156,16 @@ def _run_parallel(todo: list, total: int, jobs: int) -> None:
         futures = [pool.submit(_run_one, i, total, p, cfg, 1, True) for i, p, cfg in todo]
         for fut in futures:
             fut.result()
-    except (KeyboardInterrupt, BrokenProcessPool):
+    except KeyboardInterrupt:
         _stop_workers(pool)
         raise SuiteInterrupted("bench: interrupted; every unfinished run saved a checkpoint. The same "
                                "command continues the suite (finished runs are kept).") from None
+    except BrokenProcessPool:
+        # A worker left without a result: interrupted (it checkpointed first) or killed from outside.
+        _stop_workers(pool)
+        raise SuiteRunFailed("bench: a worker process ended without finishing its run (interrupted, or "
+                             "killed, e.g. out of memory); the same command resumes every run from its "
+                             "last checkpoint (finished runs are kept)", 130) from None
     except BaseException:
         _stop_workers(pool)
         raise

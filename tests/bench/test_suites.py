@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,8 +116,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-def test_sigterm_to_a_parallel_suite_checkpoints_every_run_and_leaves_no_worker(tmp_path):
+def _start_long_parallel_suite(tmp_path):
+    """``metassl bench --jobs 2`` on two endless runs, returned once both have evaluated."""
     suite = {**SUITE, "base": {**SUITE["base"], "steps": 100000, "eval_every": 20}, "seeds": [0]}
     path, out = write_suite(tmp_path, suite), tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "metassl.cli", "bench", str(path), "--out", str(out),
@@ -126,6 +127,12 @@ def test_sigterm_to_a_parallel_suite_checkpoints_every_run_and_leaves_no_worker(
     while not all((r / "metrics.jsonl").exists() for r in runs):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
+    return proc, runs
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_sigterm_to_a_parallel_suite_checkpoints_every_run_and_leaves_no_worker(tmp_path):
+    proc, runs = _start_long_parallel_suite(tmp_path)
     workers = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -136,3 +143,15 @@ def test_sigterm_to_a_parallel_suite_checkpoints_every_run_and_leaves_no_worker(
     while any(_alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(_alive(w) for w in workers)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_killed_from_outside_ends_the_suite_with_one_line(tmp_path):
+    proc, runs = _start_long_parallel_suite(tmp_path)
+    workers = [w for w in _children(proc.pid) if "spawn_main" in Path(f"/proc/{w}/cmdline").read_text()]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert "worker process ended" in err.splitlines()[-1] and "Traceback" not in err
+    assert all((r / "checkpoint.pt").exists() for r in runs)  # the resume point of each run
