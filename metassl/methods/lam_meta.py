@@ -126,8 +126,8 @@ class MetaLam:
                               "set val_per_class >= 1")
         self.model, self.cfg, self.ctx = model, cfg, ctx
 
-    def forward_at(self, theta: meta.Params) -> Forward:
-        return partial(meta.forward, self.model, theta, bn=self.cfg.meta_bn)
+    def forward_at(self, theta: meta.Params, second_order: bool = False) -> Forward:
+        return partial(meta.forward, self.model, theta, bn=self.cfg.meta_bn, second_order=second_order)
 
     def eta(self) -> float:
         return self.cfg.meta_lr if self.cfg.meta_lr is not None else self.ctx.lr()
@@ -141,7 +141,8 @@ class MetaLam:
         theta, eta = meta.params(self.model), self.eta()
         if self.cfg.grad == "exact":
             z = z.detach().requires_grad_()
-            g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta, create_graph=True)
+            g = meta.grad(loss_of(self.forward_at(theta, second_order=True), torch.sigmoid(z)), theta,
+                           create_graph=True)
             theta_lookahead = meta.lookahead(theta, meta.detached_mean(g), eta)
             outer = self.meta_loss(theta_lookahead, val)
             v = meta.grad(outer, theta_lookahead)

@@ -34,7 +34,7 @@ class MetaPLExact(MetaPL):
     def meta_grad(self, labeled, x_u):
         cfg, model = self.cfg, self.model
         theta = meta.params(model)
-        logits_u = meta.forward(model, theta, x_u, bn=cfg.meta_bn).float()
+        logits_u = meta.forward(model, theta, x_u, bn=cfg.meta_bn, second_order=True).float()
         y_tilde = F.softmax(logits_u, dim=1).detach().requires_grad_()
         grad_u = meta.grad(self.phi.loss(logits_u, y_tilde), theta, create_graph=True)
         alpha = self.ctx.lr()

@@ -198,3 +198,38 @@ def test_fd_pair_in_train_mode_shares_its_dropout_masks(data):
     torch.manual_seed(11)  # the plus pass draws the jvp's masks; the minus pass must draw them again
     _, d = meta.directional_fd(fn, theta, g)
     assert cosine(d, exact) >= 0.999
+
+
+def test_second_order_pass_is_the_same_function_with_the_same_two_derivatives(data):
+    """``second_order=True`` swaps batch-statistics BatchNorm for elementwise ops: value, gradient
+    and the hypergradient through a look-ahead must equal the native pass's."""
+    x_l, y_l, x_u = data
+    net = small_convnet()
+    before = snapshot(net)
+    theta = meta.params(net)
+    y_u = torch.randint(0, 5, (x_u.shape[0],))
+    h = torch.rand(x_u.shape[0]).requires_grad_()
+    results = []
+    for second_order in (False, True):
+        torch.manual_seed(5)  # the same dropout masks
+        logits = meta.forward(net, theta, x_u, bn="train", second_order=second_order)
+        g = meta.grad((h * F.cross_entropy(logits, y_u, reduction="none")).mean(), theta, create_graph=True)
+        theta2 = meta.lookahead(theta, meta.detached_mean(g), 0.3)
+        v = meta.grad(F.cross_entropy(meta.forward(net, theta2, x_l, bn="train"), y_l), theta2)
+        results.append((logits.detach(), meta.detached_mean(g), meta.hypergradient(g, h, v, 0.3)))
+    (native_out, native_g, native_h), (out, g, hyper) = results
+    assert torch.allclose(out, native_out, rtol=1e-10, atol=1e-12)
+    for n in native_g:
+        assert torch.allclose(g[n], native_g[n], rtol=1e-9, atol=1e-12), n
+    assert native_h.abs().max() > 1e-4
+    assert torch.allclose(hyper, native_h, rtol=1e-8, atol=1e-12)
+    assert_unchanged(net, before)
+
+
+def test_second_order_batch_norm_keeps_a_half_precision_dtype():
+    bn = nn.BatchNorm2d(3).float().train()
+    x = torch.randn(8, 3, 4, 4, dtype=torch.float32)
+    ref = bn(x)
+    out = meta.forward(bn, meta.params(bn), x.to(torch.bfloat16), bn="train", second_order=True)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, atol=0.05)
