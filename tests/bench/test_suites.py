@@ -117,14 +117,15 @@ def _alive(pid: int) -> bool:
 
 
 def _start_long_parallel_suite(tmp_path):
-    """``metassl bench --jobs 2`` on two endless runs, returned once both have evaluated."""
+    """``metassl bench --jobs 2`` on two endless runs, returned once both have saved a checkpoint
+    (a run evaluates before it checkpoints, so metrics.jsonl alone would leave a window)."""
     suite = {**SUITE, "base": {**SUITE["base"], "steps": 100000, "eval_every": 20}, "seeds": [0]}
     path, out = write_suite(tmp_path, suite), tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "metassl.cli", "bench", str(path), "--out", str(out),
                              "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = [out / "method=supervised,seed=0", out / "method=mixup,seed=0"]
     deadline = time.time() + 120
-    while not all((r / "metrics.jsonl").exists() for r in runs):
+    while not all((r / "checkpoint.pt").exists() for r in runs):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
     return proc, runs
