@@ -29,13 +29,17 @@ API (``from metassl import meta``):
 ``meta.hypergradient(inner_grads, wrt, outer_grads, lr) -> Tensor``
     exact d L_out(theta - lr * g(h)) / dh = -lr (dg/dh)^T grad L_out(theta') for g taken with
     ``create_graph=True`` and outer_grads at theta' (see its docstring for data parallelism).
-``meta.directional_fd(fn, theta, v, radius=0.01) -> (centre, J v)``
+``meta.directional_fd(fn, theta, v, radius=0.01, start=None) -> (centre, J v)``
     central difference at theta +- eps v, eps = radius / ||v||; the centre (mean of the pair)
     is fn(theta) to O(radius^2), so the pair also gives the value at theta. Both passes draw
     the same dropout masks and run in float32 under autocast; no graph is kept.
 ``meta.directional_jvp(fn, theta, v) -> (fn(theta), J v)``
     the same exactly, one forward-mode pass (about 1.5x the pair's cost on a convnet).
-``meta.global_norm(tensors) -> Tensor``, ``meta.world_size() -> int``
+``meta.Kinks()``
+    ``with kinks.record(): pass_at_theta``, then ``with kinks.replay(): ...`` inside ``fn``: the
+    replayed passes keep the recorded ReLU / LeakyReLU on-off pattern and max-pool winners, so a
+    finite difference of them converges to the exact derivative on a piecewise-linear network.
+``meta.global_norm(tensors) -> Tensor``, ``meta.world_size() -> int``, ``meta.rng_state(device)``
 
 ``fn`` in the directional derivatives maps a parameter dict to a tensor or a tuple of tensors,
 typically ``lambda p: score(meta.forward(model, p, x))``.
@@ -49,6 +53,7 @@ autograd directly in a single process, which gives the same number.
 """
 from metassl.meta.functional import (
     BNPolicy,
+    Kinks,
     Params,
     detached_mean,
     directional_fd,
@@ -59,8 +64,9 @@ from metassl.meta.functional import (
     hypergradient,
     lookahead,
     params,
+    rng_state,
     world_size,
 )
 
-__all__ = ["BNPolicy", "Params", "detached_mean", "directional_fd", "directional_jvp", "forward", "global_norm", "grad",
-           "hypergradient", "lookahead", "params", "world_size"]
+__all__ = ["BNPolicy", "Kinks", "Params", "detached_mean", "directional_fd", "directional_jvp", "forward",
+           "global_norm", "grad", "hypergradient", "lookahead", "params", "rng_state", "world_size"]

@@ -6,7 +6,7 @@ See the package docstring (``metassl.meta``) for the API and its guarantees.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal, Union
+from typing import Callable, Iterator, Literal, Optional, Union
 
 import torch
 import torch.distributed as td
@@ -155,11 +155,79 @@ def hypergradient(inner_grads: Params, wrt: torch.Tensor, outer_grads: Params, l
     return out * (-lr / world_size())
 
 
+class Kinks(TorchFunctionMode):
+    """The kinks of a piecewise-linear network, frozen: ``record()`` notes, in call order, which
+    ReLU / LeakyReLU units are on and which element wins each max-pool window in one pass;
+    ``replay()`` makes later passes of the same shapes use that pattern instead of recomputing it,
+    so they run the network linearised around the recorded pass (the function whose derivative
+    autograd takes there). A finite difference of replayed passes then converges to the exact
+    derivative at O(eps^2) even where eps crosses unit switches, which on a ReLU net it always does
+    (see ``methods.lam_meta``). Activations and pools other than these pass through unchanged."""
+
+    _TRACKED = (F.relu, torch.relu, F.leaky_relu, F.max_pool2d)
+
+    def __init__(self):
+        super().__init__()
+        self._saved: list[torch.Tensor] = []
+        self._replaying = False
+        self._next = 0
+
+    @contextmanager
+    def record(self) -> Iterator[None]:
+        self._saved, self._replaying = [], False
+        with self:
+            yield
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        self._replaying, self._next = True, 0
+        try:
+            with self:
+                yield
+        finally:
+            self._replaying = False
+
+    def _pattern(self) -> torch.Tensor:
+        if self._next >= len(self._saved):
+            raise RuntimeError("Kinks.replay: the pass has more activations than the recorded one")
+        self._next += 1
+        return self._saved[self._next - 1]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in self._TRACKED:
+            return func(*args, **kwargs)
+        if func is F.max_pool2d:
+            return self._max_pool2d(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
+        if func is F.leaky_relu:
+            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+        else:
+            slope = 0.0
+        if not self._replaying:
+            self._saved.append((x > 0).detach())
+            return func(*args, **kwargs)
+        on = self._pattern()
+        return torch.where(on, x, x * slope) if slope else x * on
+
+    def _max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                    return_indices=False):
+        if self._replaying:
+            idx = self._pattern()
+            out = input.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
+        else:
+            out, idx = F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                                    return_indices=True)
+            self._saved.append(idx)
+        return (out, idx) if return_indices else out
+
+
 def _combine(fn, a: Output, b: Output):
     return tuple(fn(x, y) for x, y in zip(a, b)) if isinstance(a, tuple) else fn(a, b)
 
 
-def _rng_state(device: torch.device) -> torch.Tensor:
+def rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that dropout on ``device`` draws from."""
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
 
@@ -171,7 +239,7 @@ def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
 
 
 def directional_fd(fn: Callable[[Params], Output], theta: Params, v: Params,
-                   radius: float = 0.01) -> tuple[Output, Output]:
+                   radius: float = 0.01, start: Optional[torch.Tensor] = None) -> tuple[Output, Output]:
     """Central finite difference of ``fn`` along ``v``: returns (centre, derivative) with
 
         eps = radius / ||v||,   derivative = (fn(theta + eps v) - fn(theta - eps v)) / (2 eps),
@@ -180,14 +248,20 @@ def directional_fd(fn: Callable[[Params], Output], theta: Params, v: Params,
     so two passes give both the value and J v (Eq. 10, with eps = 0.01/||v|| as in the paper).
     ``fn`` maps a parameter dict to a tensor or a tuple of tensors. No graph is kept. Both passes
     draw the same random numbers (dropout masks), or their difference would be noise. They run
-    in float32 even under autocast: a relative change of 1e-2/||theta|| vanishes in bfloat16."""
+    in float32 even under autocast: a relative change of 1e-2/||theta|| vanishes in bfloat16.
+    ``start``: a generator state (``rng_state``) both passes start from, e.g. that of an earlier
+    pass whose dropout masks they must share; the generator is put back afterwards."""
     eps = radius / global_norm(v).clamp_min(1e-12)
     device = next(iter(theta.values())).device
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        state = _rng_state(device)
+        resume = rng_state(device) if start is not None else None
+        state = start if start is not None else rng_state(device)
+        _set_rng_state(state, device)
         plus = fn({n: p.detach() + eps * v[n] for n, p in theta.items()})
         _set_rng_state(state, device)
         minus = fn({n: p.detach() - eps * v[n] for n, p in theta.items()})
+        if resume is not None:
+            _set_rng_state(resume, device)
     centre = _combine(lambda a, b: (a + b) / 2, plus, minus)
     derivative = _combine(lambda a, b: (a - b) / (2 * eps), plus, minus)
     return centre, derivative

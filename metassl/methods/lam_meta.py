@@ -39,17 +39,20 @@ forward-mode pass (``directional=jvp``) gives it exactly. Hence
 
 Both need v at θ', i.e. the inner gradient (no graph), one step, and the validation gradient. The
 validation loss is then not differentiated through the inner backward pass at all, which is what
-saves the memory and time of ``exact``. Under data parallelism the inner loss is the mean over ranks
+saves the memory of ``exact``. Under data parallelism the inner loss is the mean over ranks
 of each rank's loss, so each rank's derivative carries 1/world_size (as in ``meta.hypergradient``).
 
-A caveat on the differences. ∇_z ℓ_mix contains the input gradient ⟨∇_x ℓ, x_i - x_j⟩, which in a
-ReLU or max-pool network is piecewise constant in θ: it jumps wherever a unit or a pooling winner
-switches, and the kinks of a whole batch lie far closer together than ε. The difference then measures
-those jumps rather than the derivative the exact gradient takes (which holds the switches fixed).
-On a smooth network it agrees with ``exact`` to O(ε²); on cnn3 and the MLP, trained a few steps, its
-cosine with ``exact`` was 0.1-0.5 at ε·||v|| = 0.01 (float64 needs ε·||v|| ≈ 1e-5, below float32's
-reach). ``directional=jvp`` is exact on any network but slower than ``exact`` (forward mode over
-the λ-gradient); it is there to check the derivation. ``grad=exact`` stays the default.
+Kinks. ∇_z ℓ_mix contains the input gradient ⟨∇_x ℓ, x_i - x_j⟩, which in a ReLU or max-pool
+network is piecewise constant in θ: it jumps wherever a unit or a pooling winner switches, and the
+kinks of a whole batch lie far closer together than ε. Plain differences measure those jumps
+rather than the derivative (on cnn3 their cosine with ``exact`` was 0.1-0.5). So both difference
+passes replay the look-ahead pass's ReLU / LeakyReLU pattern, max-pool winners and dropout masks
+(``meta.Kinks``, ``directional_fd(start=...)``): they run the network linearised where autograd
+differentiates it, and the difference is exact to O(ε²) on any such net (cnn3, float32: cosine
+1.0000, relative error 1e-4 against ``exact``). ``directional=jvp`` is exact without that, but
+slower than ``exact`` (forward mode over the λ-gradient); it is there to check the derivation.
+``grad=exact`` stays the default: ``first_order`` costs as much time (two differentiated passes
+for one double backward) and saves memory (no second-order graph).
 
 Scale of the step (``scale``). The training loss is a batch mean, so
 
@@ -147,7 +150,9 @@ class MetaLam:
             outer = self.meta_loss(theta_lookahead, val)
             v = meta.grad(outer, theta_lookahead)
             return meta.hypergradient(g, z, v, eta), outer.detach()
-        g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta)
+        kinks, start = meta.Kinks(), meta.rng_state(z.device)
+        with kinks.record():
+            g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta)
         theta_lookahead = meta.lookahead(theta, g, eta)
         outer = self.meta_loss(theta_lookahead, val)
         v = meta.grad(outer, theta_lookahead)
@@ -157,14 +162,15 @@ class MetaLam:
                 # A function transform, so that forward mode can see through it.
                 return torch.func.grad(lambda zz: loss_of(self.forward_at(p), torch.sigmoid(zz)))(z.detach())
             # Plain autograd inside the difference's no_grad: about 10% faster than torch.func.grad.
-            with torch.enable_grad():
+            with torch.enable_grad(), kinks.replay():
                 zz = z.detach().requires_grad_()
                 return torch.autograd.grad(loss_of(self.forward_at(p), torch.sigmoid(zz)), zz)[0]
 
         if self.cfg.directional == "jvp":
             _, d = meta.directional_jvp(lam_grad, theta, v)
         else:
-            _, d = meta.directional_fd(lam_grad, theta, v, self.cfg.fd_radius)
+            # Linearised at the look-ahead's pass: its unit pattern and its dropout masks.
+            _, d = meta.directional_fd(lam_grad, theta, v, self.cfg.fd_radius, start=start)
         return d * (-eta / meta.world_size()), outer.detach()
 
     def __call__(self, loss_of: LossOf, lam_start: torch.Tensor) -> tuple[torch.Tensor, dict]:

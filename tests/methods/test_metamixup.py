@@ -21,15 +21,15 @@ from tests.methods.conftest import mean_test_error
 B, CLASSES = 8, 4
 
 
-def convnet(smooth: bool = False) -> nn.Module:
+def convnet(smooth: bool = False, dropout: float = 0.0) -> nn.Module:
     """Conv-BN-ReLU-MaxPool, or with ``smooth`` Softplus and average pooling: the λ-gradient of a
-    ReLU/max-pool net jumps where a unit or a pooling winner switches, which finite differences
-    in θ see and derivatives do not."""
+    ReLU/max-pool net jumps where a unit or a pooling winner switches, which plain finite
+    differences in θ see and derivatives do not."""
     torch.manual_seed(0)
     act, pool = (nn.Softplus, nn.AvgPool2d) if smooth else (nn.ReLU, nn.MaxPool2d)
     net = nn.Sequential(
         nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), act(), pool(2),
-        nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), act(),
+        nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), act(), nn.Dropout(dropout),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES),
     )
     with torch.no_grad():
@@ -129,13 +129,17 @@ def test_first_order_forward_mode_lam_gradient_is_the_exact_one(float64, bn):
 
 
 @pytest.mark.parametrize("bn", ["train", "eval"])
-def test_first_order_differences_match_the_exact_gradient_on_a_smooth_net(float64, bn):
-    """Central differences differ from the exact derivative only by O(ε²) where ∇_z ℓ_mix is smooth
-    in θ. (On a ReLU/max-pool net it is not: see lam_meta's docstring.)"""
+@pytest.mark.parametrize("net_kind", ["relu", "smooth", "relu+dropout"])
+def test_first_order_differences_match_the_exact_gradient(float64, bn, net_kind):
+    """Central differences differ from the exact derivative by O(ε²): on a smooth net as they are,
+    on a ReLU/max-pool net because the two passes replay the look-ahead's unit pattern and pooling
+    winners (``meta.Kinks``), and with dropout because they also replay its masks."""
     labeled, val, perm, z = data()
-    net = convnet(smooth=True)
+    net = convnet(smooth=net_kind == "smooth", dropout=0.3 if net_kind == "relu+dropout" else 0.0)
     loss_of = loss_of_for(labeled, perm)
+    torch.manual_seed(7)  # the same dropout masks in both look-aheads
     exact, _ = make(net, val, f"meta_bn={bn}").learned_lam.hypergradient(loss_of, z, val)
+    torch.manual_seed(7)
     first, _ = make(net, val, f"meta_bn={bn}", "grad=first_order").learned_lam.hypergradient(loss_of, z, val)
     assert exact.abs().max() > 1e-4
     assert F.cosine_similarity(first, exact, dim=0) >= 0.95
