@@ -285,3 +285,17 @@ def test_replay_of_a_longer_pass_is_an_error(data):
         net[0:3](x)  # one ReLU
     with pytest.raises(RuntimeError, match="more activations"), kinks.replay():
         meta.forward(net, theta, x)
+
+
+def test_fd_from_a_given_start_shares_that_pass_masks_and_puts_the_generator_back(data):
+    net = small_convnet()  # dropout 0.3 in train mode
+    theta, x = meta.params(net), data[2]
+    start = meta.rng_state(x.device)
+    earlier = meta.forward(net, theta, x, bn="train")
+    later_state = meta.rng_state(x.device)
+    zero = {n: torch.zeros_like(p) for n, p in theta.items()}
+    centre, _ = meta.directional_fd(lambda p: meta.forward(net, p, x, bn="train"), theta, zero, start=start)
+    assert torch.allclose(centre, earlier)  # the same dropout masks as the earlier pass
+    assert torch.equal(meta.rng_state(x.device), later_state)  # and the stream goes on as it was
+    centre, _ = meta.directional_fd(lambda p: meta.forward(net, p, x, bn="train"), theta, zero)
+    assert not torch.allclose(centre, earlier)  # without it, fresh masks (the check can fail)
