@@ -208,7 +208,7 @@ class Kinks(TorchFunctionMode):
             self._saved.append((x > 0).detach())
             return func(*args, **kwargs)
         on = self._pattern()
-        return torch.where(on, x, x * slope) if slope else x * on
+        return torch.where(on, x, x * slope if slope else x.new_zeros(()))
 
     def _max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                     return_indices=False):
