@@ -75,6 +75,7 @@ written (``meta.forward`` updates copies). ``eval`` uses the running statistics 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -151,7 +152,8 @@ class MetaLam:
             v = meta.grad(outer, theta_lookahead)
             return meta.hypergradient(g, z, v, eta), outer.detach()
         kinks, start = meta.Kinks(), meta.rng_state(z.device)
-        with kinks.record():
+        # Only the differences replay the pass's kinks; forward mode needs no record.
+        with kinks.record() if self.cfg.directional == "fd" else nullcontext():
             g = meta.grad(loss_of(self.forward_at(theta), torch.sigmoid(z)), theta)
         theta_lookahead = meta.lookahead(theta, g, eta)
         outer = self.meta_loss(theta_lookahead, val)
