@@ -22,6 +22,8 @@ API (``from metassl import meta``):
     one functional pass f(x; theta).
 ``meta.grad(loss, theta, create_graph=False) -> Params``
     d loss / d theta; rank-averaged unless ``create_graph`` (then local and differentiable).
+``meta.grad_and(loss, theta, also) -> (Params, Tensor)``
+    ``grad`` and, from the same backward pass, d loss / d also (local to the rank).
 ``meta.detached_mean(grads) -> Params``
     detached, rank-averaged copies (the step a look-ahead takes when grads keep their graph).
 ``meta.lookahead(theta, grads, lr) -> Params``
@@ -29,10 +31,11 @@ API (``from metassl import meta``):
 ``meta.hypergradient(inner_grads, wrt, outer_grads, lr) -> Tensor``
     exact d L_out(theta - lr * g(h)) / dh = -lr (dg/dh)^T grad L_out(theta') for g taken with
     ``create_graph=True`` and outer_grads at theta' (see its docstring for data parallelism).
-``meta.directional_fd(fn, theta, v, radius=0.01, start=None) -> (centre, J v)``
+``meta.directional_fd(fn, theta, v, radius=0.01, start=None, base=None) -> (centre, J v)``
     central difference at theta +- eps v, eps = radius / ||v||; the centre (mean of the pair)
     is fn(theta) to O(radius^2), so the pair also gives the value at theta. Both passes draw
-    the same dropout masks and run in float32 under autocast; no graph is kept.
+    the same dropout masks and run in float32 under autocast; no graph is kept. Given
+    ``base`` = fn(theta), one pass: the forward difference, O(radius).
 ``meta.directional_jvp(fn, theta, v) -> (fn(theta), J v)``
     the same exactly, one forward-mode pass (about 1.5x the pair's cost on a convnet).
 ``meta.Kinks()``
@@ -61,6 +64,7 @@ from metassl.meta.functional import (
     forward,
     global_norm,
     grad,
+    grad_and,
     hypergradient,
     lookahead,
     params,
@@ -69,4 +73,4 @@ from metassl.meta.functional import (
 )
 
 __all__ = ["BNPolicy", "Kinks", "Params", "detached_mean", "directional_fd", "directional_jvp", "forward",
-           "global_norm", "grad", "hypergradient", "lookahead", "params", "rng_state", "world_size"]
+           "global_norm", "grad", "grad_and", "hypergradient", "lookahead", "params", "rng_state", "world_size"]

@@ -107,13 +107,24 @@ def grad(loss: torch.Tensor, theta: Params, *, create_graph: bool = False) -> Pa
     Without ``create_graph`` the gradients are averaged across data-parallel ranks (DDP does not
     reduce gradients taken this way). With it they stay local and differentiable: reducing them
     in place would cut the graph, so ``hypergradient`` reduces the outer gradient instead."""
+    return _grads(loss, theta, (), create_graph)
+
+
+def grad_and(loss: torch.Tensor, theta: Params, also: torch.Tensor) -> tuple[Params, torch.Tensor]:
+    """(d loss / d theta, d loss / d also) from one backward pass: the first as ``grad`` gives it
+    (rank-averaged), the second local to this rank, like the tensor ``also`` itself."""
+    return _grads(loss, theta, (also,), False)
+
+
+def _grads(loss, theta, also, create_graph):
     names = list(theta)
-    grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph,
-                                allow_unused=True)
-    out = {n: torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, grads)}
+    inputs = [theta[n] for n in names] + list(also)
+    grads = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+    out = dict(zip(names, grads))
     if not create_graph:
         all_reduce_mean(list(out.values()))
-    return out
+    return (out, grads[-1]) if also else out
 
 
 def detached_mean(grads: Params) -> Params:
@@ -205,10 +216,14 @@ class Kinks(TorchFunctionMode):
         else:
             slope = 0.0
         if not self._replaying:
-            self._saved.append((x > 0).detach())
+            # The slope of each unit, 1 or the negative slope, in at least float32: a replayed unit
+            # is one multiplication (a select is several times slower on the CPU), so non-finite
+            # inputs give NaN there as they would further on in the network.
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            on = (x > 0).detach().to(dtype)
+            self._saved.append(on if not slope else on * (1 - slope) + slope)
             return func(*args, **kwargs)
-        on = self._pattern()
-        return torch.where(on, x, x * slope if slope else x.new_zeros(()))
+        return x * self._pattern()
 
     def _max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                     return_indices=False):
@@ -239,7 +254,8 @@ def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
 
 
 def directional_fd(fn: Callable[[Params], Output], theta: Params, v: Params,
-                   radius: float = 0.01, start: Optional[torch.Tensor] = None) -> tuple[Output, Output]:
+                   radius: float = 0.01, start: Optional[torch.Tensor] = None,
+                   base: Optional[Output] = None) -> tuple[Output, Output]:
     """Central finite difference of ``fn`` along ``v``: returns (centre, derivative) with
 
         eps = radius / ||v||,   derivative = (fn(theta + eps v) - fn(theta - eps v)) / (2 eps),
@@ -250,7 +266,10 @@ def directional_fd(fn: Callable[[Params], Output], theta: Params, v: Params,
     draw the same random numbers (dropout masks), or their difference would be noise. They run
     in float32 even under autocast: a relative change of 1e-2/||theta|| vanishes in bfloat16.
     ``start``: a generator state (``rng_state``) both passes start from, e.g. that of an earlier
-    pass whose dropout masks they must share; the generator is put back afterwards."""
+    pass whose dropout masks they must share; the generator is put back afterwards.
+    ``base``: fn(theta) when the caller already has it (computed in float32, from ``start``, with
+    no autocast): then one pass, the forward difference (fn(theta + eps v) - base) / eps, exact to
+    O(radius) instead of O(radius^2), and the centre is ``base``."""
     eps = radius / global_norm(v).clamp_min(1e-12)
     device = next(iter(theta.values())).device
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
@@ -258,10 +277,13 @@ def directional_fd(fn: Callable[[Params], Output], theta: Params, v: Params,
         state = start if start is not None else rng_state(device)
         _set_rng_state(state, device)
         plus = fn({n: p.detach() + eps * v[n] for n, p in theta.items()})
-        _set_rng_state(state, device)
-        minus = fn({n: p.detach() - eps * v[n] for n, p in theta.items()})
+        if base is None:
+            _set_rng_state(state, device)
+            minus = fn({n: p.detach() - eps * v[n] for n, p in theta.items()})
         if resume is not None:
             _set_rng_state(resume, device)
+    if base is not None:
+        return base, _combine(lambda a, b: (a - b) / eps, plus, base)
     centre = _combine(lambda a, b: (a + b) / 2, plus, minus)
     derivative = _combine(lambda a, b: (a - b) / (2 * eps), plus, minus)
     return centre, derivative

@@ -108,6 +108,30 @@ def test_fd_error_is_second_order_and_its_centre_is_the_value(data):
     assert centre_errors[1] < 1e-4
 
 
+def test_fd_from_a_given_base_is_one_pass_first_order_and_returns_the_base(data):
+    x_l, _, x_u = data
+    net = small_convnet(smooth=True)
+    theta = meta.params(net)
+    torch.manual_seed(3)
+    v = {n: torch.randn_like(p) for n, p in theta.items()}
+    calls = []
+
+    def fn(p):
+        calls.append(1)
+        return F.softmax(meta.forward(net, p, x_u), 1)
+
+    value, exact = meta.directional_jvp(fn, theta, v)
+    errors = []
+    for radius in (1e-2, 1e-3):
+        calls.clear()
+        centre, d = meta.directional_fd(fn, theta, v, radius=radius, base=value)
+        assert len(calls) == 1 and centre is value
+        errors.append((d - exact).norm().item())
+    # Forward differences: a tenth of the radius, a tenth of the error (central ones: a hundredth).
+    assert 5 < errors[0] / errors[1] < 20
+    assert errors[1] < 1e-3 * exact.norm().item()
+
+
 def test_fd_along_a_zero_direction_is_zero_not_nan(data):
     net = small_convnet()
     theta = meta.params(net)
