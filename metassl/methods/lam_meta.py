@@ -34,8 +34,8 @@ the derivative of the *first-order* quantity ∇_z ℓ_mix (one backward pass to
 parameter gradients) along the direction v in parameter space, ε = ``fd_radius``/||v||
 (``meta.directional_fd``):
 
-    dM/dz ≈ -η (∇_z ℓ_mix(θ + εv) - ∇_z ℓ_mix(θ)) / ε           ``directional=fd_onesided`` (default)
-    dM/dz ≈ -η (∇_z ℓ_mix(θ + εv) - ∇_z ℓ_mix(θ - εv)) / (2ε)    ``directional=fd``
+    dM/dz ≈ -η (∇_z ℓ_mix(θ + εv) - ∇_z ℓ_mix(θ)) / ε          ``fd_onesided`` (default)
+    dM/dz ≈ -η (∇_z ℓ_mix(θ + εv) - ∇_z ℓ_mix(θ - εv)) / (2ε)   ``fd``   (``directional``)
 
 The one-sided difference is exact to O(ε) and costs one such pass: ∇_z ℓ_mix(θ) comes out of the
 look-ahead's own backward pass (z requires grad there; under autocast, whose low-precision pass
@@ -57,8 +57,8 @@ float32, against ``exact``: cosine 1.00000 and relative error 1e-4 central, 0.99
 one-sided).
 ``directional=jvp`` is exact without that, but slower than ``exact`` (forward mode over the
 λ-gradient); it is there to check the derivation. ``grad=exact`` stays the default, the paper's
-method; ``first_order`` (one-sided) takes 26-29% less time on cnn3 and half the memory (no second-order
-graph).
+method; ``first_order`` (one-sided) takes 26-29% less time on cnn3 and half the memory (no
+second-order graph).
 
 Scale of the step (``scale``). The training loss is a batch mean, so
 
@@ -106,7 +106,8 @@ LossOf = Callable[[Forward, torch.Tensor], torch.Tensor]
 class MetaStepConfig:
     alpha: float = bounded(5.0, 0.0)                    # step size of Eq. 10
     grad: Literal["exact", "first_order"] = "exact"     # hypergradient by double backprop, or not
-    directional: Literal["fd_onesided", "fd", "jvp"] = "fd_onesided"  # first_order: one-sided or central difference, or forward mode
+    # first_order: a one-sided or central difference, or forward mode
+    directional: Literal["fd_onesided", "fd", "jvp"] = "fd_onesided"
     fd_radius: float = bounded(0.01, 0.0, lo_open=True)  # ε·||v||
     meta_bn: Literal["train", "eval"] = "train"         # BatchNorm in the look-ahead and validation passes
     meta_lr: Optional[float] = bounded(None, 0.0)       # η of the look-ahead; null: the current lr
