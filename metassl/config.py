@@ -287,6 +287,9 @@ def resolve(raw: dict) -> TrainConfig:
             cfg.method_cfg = built
     if cfg.method_cfg is None:
         cfg.method_cfg = method_cls.Config()
+    if cfg.amp == "fp16" and method_cls.meta_gradient:
+        raise ConfigError(f"config: amp='fp16' does not suit method={cfg.method}: its look-ahead gradients "
+                          "are taken without loss scaling and underflow in float16; use amp=bf16 or amp=off")
     return cfg
 
 

@@ -43,6 +43,20 @@ def test_bad_values_name_the_key(override, needle):
     assert "\n" not in str(err.value)
 
 
+def test_fp16_is_refused_for_exactly_the_methods_that_take_look_ahead_gradients():
+    from metassl.methods import METHODS
+    meta = {"meta_pl", "meta_pl_exact", "meta_pl_mixup", "meta_pl_metamixup", "metamixup", "metamixup_ssl",
+            "metamixup_pl", "mixmatch_metamixup"}
+    assert meta < set(METHODS.names())
+    for name in METHODS.names():
+        if name in meta:
+            with pytest.raises(ConfigError, match=f"amp='fp16' does not suit method={name}: .* use amp=bf16"):
+                config.load_config(None, [f"method={name}", "amp=fp16"])
+        else:
+            assert config.load_config(None, [f"method={name}", "amp=fp16"]).amp == "fp16"
+        assert config.load_config(None, [f"method={name}", "amp=bf16"]).amp == "bf16"
+
+
 def test_dump_round_trips():
     cfg = config.load_config(None, ["method=mixup", "mixup.alpha=0.3", "schedule.milestones=[10,20]"])
     again = config.resolve(config.dump(cfg))

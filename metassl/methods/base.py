@@ -48,6 +48,8 @@ class Method:
 
     Config: ClassVar[type] = NoConfig
     needs_unlabeled: ClassVar[bool] = False
+    # Takes gradients outside ``optimize`` (look-aheads), which fp16 loss scaling does not reach.
+    meta_gradient: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, ctx: TrainContext):
         self.model, self.optimizer, self.cfg, self.ctx = model, optimizer, cfg, ctx

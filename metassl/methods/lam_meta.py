@@ -206,6 +206,8 @@ class LearnedLam:
     ``self.lam_log`` (the ``lambdas.jsonl`` recorder), written at every evaluation and kept
     across a resume."""
 
+    meta_gradient = True
+
     def setup_learned_lam(self, cfg: MetaStepConfig, baseline_alpha: Optional[float]) -> None:
         self.learned_lam = MetaLam(self.model, cfg, self.ctx)
         self.lam_log = LamRecorder(self.ctx.num_classes, self.ctx.device, baseline_alpha)

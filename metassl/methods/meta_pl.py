@@ -28,6 +28,7 @@ class MetaPLConfig(FirstOrderConfig):
 @METHODS.register("meta_pl")
 class MetaPL(PseudoLabelSSL):
     Config = MetaPLConfig
+    meta_gradient = True
 
     def pseudo_labels(self, labeled, x_u):
         if self.cfg.meta_lr == 0:

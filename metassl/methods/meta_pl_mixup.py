@@ -28,6 +28,7 @@ class MetaPLMixupConfig(FirstOrderConfig):
 @METHODS.register("meta_pl_mixup")
 class MetaPLMixup(MixupSSL):
     Config = MetaPLMixupConfig
+    meta_gradient = True
 
     def pseudo_labels(self, labeled, x_u):
         return self.meta_step(*self.meta_grad(labeled, x_u))
