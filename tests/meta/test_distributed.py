@@ -1,5 +1,6 @@
 """Two CPU ranks (gloo): gradients taken with torch.autograd.grad are averaged across ranks, and
-the exact hypergradient of each rank's own variables equals that of the global objective."""
+the exact hypergradient of each rank's own variables equals that of the global objective, as
+does the one-sided difference built on ``grad_and``."""
 import os
 import socket
 
@@ -51,6 +52,22 @@ def worker(rank: int, port: int, out: str) -> None:
     hyper = meta.hypergradient(g, h, meta.grad(outer(rank, theta2), theta2), LR)
     reduced = meta.grad(outer(rank, theta), theta)
 
+    # First order: the one-sided difference from the look-ahead's own backward pass (``grad_and``).
+    h1 = h_all[rank].clone().requires_grad_()
+    g1, base = meta.grad_and(inner(rank, h1), theta, h1)
+    theta1 = meta.lookahead(theta, g1, LR)
+    v = meta.grad(outer(rank, theta1), theta1)
+
+    def h_grad(p):
+        with torch.enable_grad():
+            hh = h_all[rank].clone().requires_grad_()
+            x_u, y_u, _, _ = data[rank]
+            loss = (hh * F.cross_entropy(meta.forward(net, p, x_u), y_u, reduction="none")).mean()
+            return torch.autograd.grad(loss, hh)[0]
+
+    _, d = meta.directional_fd(h_grad, theta, v, radius=1e-6, base=base)
+    first_order = d * (-LR / meta.world_size())
+
     # The global objective in one process: every rank's batch, plain autograd.
     h_ref = h_all.clone().requires_grad_()
     names = list(theta)
@@ -59,7 +76,9 @@ def worker(rank: int, port: int, out: str) -> None:
     theta_ref = {n: theta[n] - LR * gr for n, gr in zip(names, g_ref)}
     (hyper_ref,) = torch.autograd.grad(sum(outer(r, theta_ref) for r in range(WORLD)) / WORLD, h_ref)
     mean_grad = torch.autograd.grad(sum(outer(r, theta) for r in range(WORLD)) / WORLD, [theta[n] for n in names])
-    torch.save({"hyper": hyper.detach(), "hyper_ref": hyper_ref[rank],
+    torch.save({"hyper": hyper.detach(), "hyper_ref": hyper_ref[rank], "first_order": first_order,
+                "base": base.detach(), "base_ref": torch.autograd.grad(inner(rank, h_ref[rank]), h_ref)[0][rank],
+                "step": [g1[n] for n in names],
                 "reduced": [reduced[n].detach() for n in names], "mean": list(mean_grad)}, f"{out}/{rank}.pt")
     td.destroy_process_group()
 
@@ -72,3 +91,8 @@ def test_gradients_are_reduced_and_hypergradients_match_the_global_objective(tmp
             assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
         assert r["hyper_ref"].abs().max() > 1e-4
         assert torch.allclose(r["hyper"], r["hyper_ref"], rtol=1e-10, atol=1e-13)
+        # grad_and: the parameter gradients reduced like grad's, the extra one this rank's own.
+        step_ref = torch.load(tmp_path / f"{1 - rank}.pt")["step"]
+        assert all(torch.equal(a, b) for a, b in zip(r["step"], step_ref))
+        assert torch.allclose(r["base"], r["base_ref"], rtol=1e-12)  # d(own loss)/dh, not averaged
+        assert torch.allclose(r["first_order"], r["hyper_ref"], rtol=1e-4, atol=1e-4 * r["hyper_ref"].abs().max())
