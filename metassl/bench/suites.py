@@ -237,7 +237,11 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     else:
         for i, p, cfg in todo:
             _run_one(i, len(runs), p, cfg, None)
-    rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.dump(cfg)),
+    # Each row records the configuration its run was trained with (its own config.yaml), which
+    # differs from this invocation's when the suite was filled in parts with other overrides.
+    rows = [{"name": p.name, "overrides": flat,
+             "config": flatten(config_mod.load_yaml(p / "config.yaml") if (p / "config.yaml").is_file()
+                               else config_mod.dump(cfg)),
              **json.loads((p / "final.json").read_text())}
             for p, flat, cfg in zip(paths, runs, configs) if (p / "final.json").exists()]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -252,6 +256,20 @@ def _fmt(values: list[float]) -> str:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{mean:.2f} ± {std:.2f}"
+
+
+def _differences(rows: list[dict]) -> str:
+    """A sentence naming the settings, outside the suite's grid and seeds, in which the tabulated
+    runs differ (a suite filled in parts with other overrides), or ''."""
+    configs = [r.get("config") or {} for r in rows]
+    varied = {k for r in rows for k in r["overrides"]} | {"seed"}
+    shared = set.intersection(*(set(c) for c in configs)) - varied if configs else set()
+    parts = []
+    for key in sorted(shared):
+        values = sorted({json.dumps(c[key]) for c in configs})
+        if len(values) > 1:
+            parts.append(f"{key} ({', '.join(values)})")
+    return f" The runs differ beyond the grid in: {'; '.join(parts)}." if parts else ""
 
 
 def _selection(rows: list[dict]) -> str:
@@ -277,7 +295,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
              f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
              f"{machine(jobs)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
-             f"Test error of {_selection(rows)}; mean ± sample std over seeds.", "",
+             f"Test error of {_selection(rows)}; mean ± sample std over seeds.{_differences(rows)}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
         cells = [json.loads(v) if v != "null" else "all" if k == "labels_per_class" else "-"

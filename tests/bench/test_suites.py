@@ -32,6 +32,7 @@ def test_suite_runs_tabulates_and_skips_finished_runs(tmp_path):
     path = write_suite(tmp_path)
     out = tmp_path / "out"
     table = suites.run_suite(str(path), out)
+    assert "differ beyond" not in table
     rows = json.loads((out / "results.json").read_text())
     assert len(rows) == 4
     assert {(r["overrides"]["method"], r["overrides"]["seed"]) for r in rows} == {
@@ -46,6 +47,18 @@ def test_suite_runs_tabulates_and_skips_finished_runs(tmp_path):
     stamp = {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
     suites.run_suite(str(path), out)
     assert stamp == {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
+
+
+def test_rows_record_the_config_each_run_was_trained_with(tmp_path):
+    path = write_suite(tmp_path)
+    out = tmp_path / "out"
+    suites.run_suite(str(path), out, overrides=["weight_decay=0.001"], only=["method=supervised"])
+    suites.run_suite(str(path), out, overrides=["weight_decay=0.002"], only=["method=mixup"])
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 4
+    assert {r["overrides"]["method"]: r["config"]["weight_decay"] for r in rows} == {
+        "supervised": 0.001, "mixup": 0.002}
+    assert "differ beyond the grid in: weight_decay (0.001, 0.002)." in (out / "table.md").read_text()
 
 
 def test_parallel_jobs_give_the_same_results_as_serial(tmp_path):
