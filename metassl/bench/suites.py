@@ -239,11 +239,9 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
             _run_one(i, len(runs), p, cfg, None)
     # Each row records the configuration its run was trained with (its own config.yaml), which
     # differs from this invocation's when the suite was filled in parts with other overrides.
-    rows = [{"name": p.name, "overrides": flat,
-             "config": flatten(config_mod.load_yaml(p / "config.yaml") if (p / "config.yaml").is_file()
-                               else config_mod.dump(cfg)),
+    rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.load_yaml(p / "config.yaml")),
              **json.loads((p / "final.json").read_text())}
-            for p, flat, cfg in zip(paths, runs, configs) if (p / "final.json").exists()]
+            for p, flat in zip(paths, runs) if (p / "final.json").exists()]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = make_table(name, suite, rows, group_keys(suite, runs), jobs)
     (out / "table.md").write_text(table)
