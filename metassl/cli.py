@@ -16,42 +16,66 @@ def cmd_train(args) -> int:
     from metassl.engine import rundir
     from metassl.engine.trainer import Trainer
 
+    # Under torchrun only rank 0 touches the run directory. Its lock is held until this process ends.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    lock = None
     if args.resume:
         if args.config:
             raise MetasslError("train: --resume takes its config from the run; drop --config")
         path = Path(args.resume)
-        cfg = rundir.load_run_config(path, config_mod.parse_overrides(args.overrides))
+        overrides = config_mod.parse_overrides(args.overrides)
+        if rank0 and (path / "config.yaml").is_file():
+            lock = rundir.lock_run(path)
+            rundir.remove_stale_files(path)
+        cfg = rundir.load_run_config(path, overrides)
         final = path / "final.json"
         if final.exists():
             done = json.loads(final.read_text())
             if done.get("steps", 0) >= cfg.steps:
                 print(json.dumps(done, indent=2))
+                print(summary(done, path), file=sys.stderr)
                 return 0
         if not (path / "checkpoint.pt").exists():
             raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from")
-        rundir.write_config(path, cfg)
         trainer = Trainer(cfg, path, resume=True)
     else:
         cfg = config_mod.load_config(args.config, args.overrides)
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
-        # Under torchrun only rank 0 touches the run directory.
-        created = (rundir.prepare_new(path, cfg, overwrite=args.overwrite)
-                   if os.environ.get("RANK", "0") == "0" else False)
+        created = False
+        if rank0:
+            created, lock = rundir.claim_new(path, overwrite=args.overwrite)
         try:
-            trainer = Trainer(cfg, path)
-        except MetasslError:
+            # A run already in the directory is removed only once this one has read its data and
+            # built its model.
+            trainer = Trainer(cfg, path, overwrite=args.overwrite)
+        except BaseException:
             # Nothing of a run that never started is left behind.
             if created:
                 shutil.rmtree(path, ignore_errors=True)
-            else:
-                for name in rundir.RUN_FILES:
-                    (path / name).unlink(missing_ok=True)
             raise
     print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
-    final = trainer.fit()
+    try:
+        final = trainer.fit()
+    finally:
+        if lock is not None:
+            lock.close()
     if trainer.rank == 0:
         print(json.dumps(final, indent=2))
+        sys.stdout.flush()
+        print(summary(final, path), file=sys.stderr)
     return 0
+
+
+def summary(final: dict, path: Path) -> str:
+    """The last line of a run, for a person: its test error, the step it comes from, where the run is."""
+    from metassl.engine.logger import duration
+
+    test, val, step = final.get("test_error"), final.get("val_error"), final.get("selected_step")
+    chosen = ("the last step" if final.get("select") == "last"
+              else f"lowest validation error, {val:.2f}%" if val is not None else "no validation set")
+    result = f"test error {test:.2f}%" if test is not None else "no test set"
+    return (f"metassl: done in {duration(final.get('wall_seconds', 0))}: {result} with the weights of "
+            f"step {step} of {final.get('steps')} ({chosen}); run directory {path}")
 
 
 def cmd_eval(args) -> int:
@@ -111,12 +135,21 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from metassl.config_keys import format_keys
+
+    sys.stdout.write(format_keys(args.method))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metassl", description="Semi-supervised image classification "
                                 "with meta-gradient pseudo labels and MetaMixUp.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one run")
+    t = sub.add_parser("train", help="train one run",
+                       epilog="`metassl config METHOD` lists every key of a run of METHOD, with its type, "
+                              "default and meaning.")
     t.add_argument("--config", help="YAML file of config keys")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<method>-<model>-l<labels>-s<seed>)")
     t.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
@@ -169,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list methods, models, datasets and suites")
     ls.set_defaults(func=cmd_list)
+
+    c = sub.add_parser("config", help="list every key of a run of a method: type, default, meaning")
+    c.add_argument("method", help="a method name (metassl list names them)")
+    c.set_defaults(func=cmd_config)
     return p
 
 

@@ -8,6 +8,7 @@ validated against that method's own ``Config`` dataclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,26 +29,61 @@ def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, l
     return field(default=default, metadata=_range(lo, hi, lo_open=lo_open))
 
 
+# Lengths within a run. Every length NAME is a pair of keys: ``NAME_fraction``, a share of the run's
+# ``steps`` (the default), and ``NAME_steps``, a count of steps (null unless set). Setting both is a
+# config error; ``run_length`` resolves the pair for a given run.
+def run_fraction(default: float):
+    """``NAME_fraction``: a length as a share of the run, in [0, 1]."""
+    return field(default=default, metadata={**_range(0.0, 1.0), "length": "fraction"})
+
+
+def step_count(default: Optional[int] = None):
+    """``NAME_steps``: a length as a count of steps; null means its ``NAME_fraction`` applies."""
+    return field(default=default, metadata={**_range(0), "length": "steps"})
+
+
+def run_length(cfg: Any, name: str, total_steps: int) -> int:
+    """The length ``name`` of ``cfg`` in steps, for a run of ``total_steps``."""
+    count = getattr(cfg, f"{name}_steps")
+    if count is not None:
+        return int(count)
+    return int(round(getattr(cfg, f"{name}_fraction") * total_steps))
+
+
 @dataclass
 class ScheduleConfig:
+    # After the warm-up: constant, cosine to 0, or step decay.
     name: Literal["constant", "cosine", "step"] = "cosine"
-    warmup_steps: int = field(default=0, metadata=_range(0))
+    warmup_fraction: float = run_fraction(0.0)
+    warmup_steps: Optional[int] = step_count()
+    # ``step`` decay points: steps, or shares of the run (one of the two lists).
     milestones: list[int] = field(default_factory=list)
+    # ``step`` decay points as shares of the run (instead of milestones).
+    milestones_fraction: list[float] = field(default_factory=list, metadata={"length": "fraction"})
+    # ``step``: the lr is multiplied by gamma at each milestone.
     gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
 
 
 @dataclass
 class AugmentConfig:
-    flip: Literal["auto", "on", "off"] = "auto"
-    translate: int = field(default=2, metadata=_range(0, 64))
-    noise: float = field(default=0.0, metadata=_range(0.0))
+    flip: Literal["auto", "on", "off"] = "auto"  # random horizontal flip; auto: where the dataset allows it
+    # Random shift in pixels; null: 1/16 of the image side, at least 1 (1 for 8x8 digits, 2 for 28x28
+    # and 32x32 images: the 2-pixel translation of CIFAR-scale SSL protocols, scaled with the image).
+    translate: Optional[int] = field(default=None, metadata=_range(0, 64))
+    noise: float = field(default=0.0, metadata=_range(0.0))  # std of Gaussian noise on the normalised images
+    # Feature vectors only (their views; flip and translate do not apply to them): Gaussian noise
+    # in standard deviations of each feature, and the share of features replaced by their mean.
+    vector_noise: float = field(default=0.2, metadata=_range(0.0))
+    # Feature vectors: share of features set to their mean.
+    vector_dropout: float = field(default=0.1, metadata=_range(0.0, 0.5))
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "digits"
+    dataset: str = "digits"  # a built-in dataset or an on-disk format; `metassl list` names them
+    # Where the dataset's files are looked for: the folder or file of an on-disk format.
     data_root: Optional[str] = None
-    svhn_extra: bool = False
+    svhn_extra: bool = False  # svhn: add extra_32x32.mat to the training images
     # Image files (imagefolder, csv, imagenet) are resized to image_size x image_size; null keeps
     # their size, which must then be the same for all. Arrays (npz) always keep theirs.
     image_size: Optional[int] = field(default=32, metadata=_range(8))
@@ -57,39 +93,57 @@ class TrainConfig:
     test_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     # Share of each class's ImageNet training images that is read at all.
     imagenet_fraction: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
+    # Labeled examples kept per class; null: all not in validation.
     labels_per_class: Optional[int] = field(default=10, metadata=_range(1))
+    # Validation examples per class, from the labeled ones.
     val_per_class: int = field(default=10, metadata=_range(0))
-    model: str = "mlp"
-    method: str = "supervised"
-    steps: int = field(default=1000, metadata=_range(1))
-    batch_size: int = field(default=64, metadata=_range(1))
+    model: str = "mlp"  # the network; `metassl list` names them (mlp for feature vectors)
+    method: str = "supervised"  # the training method; its own keys are the section named after it
+    steps: int = field(default=1000, metadata=_range(1))  # training iterations
+    batch_size: int = field(default=64, metadata=_range(1))  # labeled examples per step
+    # Unlabeled examples per step; null: batch_size times the method's ratio (fixmatch 7, else 1).
     unlabeled_batch_size: Optional[int] = field(default=None, metadata=_range(1))
+    # SGD learning rate, before the schedule.
     lr: float = field(default=0.05, metadata=_range(0.0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    nesterov: bool = True
-    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = field(default=5e-4, metadata=_range(0.0))  # SGD weight decay
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Evaluate an EMA of the weights with this decay; 0: off.
     ema_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    eval_every: int = field(default=200, metadata=_range(1))
-    eval_batch_size: int = field(default=256, metadata=_range(1))
-    log_every: int = field(default=50, metadata=_range(1))
+    # Cap on the EMA's time constant 1/(1 - decay) (metassl/engine/ema.py).
+    ema_horizon_fraction: float = run_fraction(0.05)
+    ema_horizon_steps: Optional[int] = step_count()
+    eval_every: int = field(default=200, metadata=_range(1))  # steps between evaluations
+    eval_batch_size: int = field(default=256, metadata=_range(1))  # batch size of evaluation and prediction
+    log_every: int = field(default=50, metadata=_range(1))  # steps between progress lines
+    # Steps between checkpoints; null: eval_every.
     checkpoint_every: Optional[int] = field(default=None, metadata=_range(1))
-    select: Literal["val", "last"] = "val"
-    seed: int = field(default=0, metadata=_range(0))
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Optional[int] = field(default=None, metadata=_range(1))
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    select: Literal["val", "last"] = "val"  # weights reported: lowest validation error, or the last step's
+    seed: int = field(default=0, metadata=_range(0))  # fixes the split, the initialisation and the data order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
+    threads: Optional[int] = field(default=None, metadata=_range(1))  # CPU threads; null: torch's default
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # mixed precision; auto: bf16 on CUDA, off on a CPU
     # NHWC layout for image models: null = on CUDA only (on CPUs it slows the steps that differentiate
     # through a gradient by 16-47% and leaves plain steps within 10%), true = every device, false = never.
     channels_last: Optional[bool] = None
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard scalars
     # Filled from the section named after ``method``; validated by that method's Config.
     method_cfg: Any = field(default=None, metadata={"internal": True})
 
     @property
     def u_batch_size(self) -> int:
-        return self.unlabeled_batch_size or self.batch_size
+        """``unlabeled_batch_size``, or the method's own ratio (FixMatch's μ = 7) times ``batch_size``."""
+        if self.unlabeled_batch_size:
+            return self.unlabeled_batch_size
+        from metassl.methods import METHODS
+
+        return self.batch_size * METHODS.get(self.method).unlabeled_ratio
+
+
+class NotFinite(ConfigError):
+    """A float key given NaN or an infinity."""
 
 
 def _type_name(tp: Any) -> str:
@@ -108,7 +162,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"config: {key}={value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:
-        if value in typing.get_args(tp):
+        members = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML reads on/off, yes/no and true/false as booleans: take the member so spelled.
+            spelled = [m for m in (("on", "true", "yes") if value else ("off", "false", "no")) if m in members]
+            if spelled:
+                return spelled[0]
+        elif value in members:
             return value
         raise ConfigError(f"config: {key}={value!r} must be one of {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
@@ -122,6 +182,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, key)
+            except NotFinite:
+                raise
             except ConfigError:
                 pass
         raise bad
@@ -157,13 +219,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise bad
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad from None
-        raise bad
+        else:
+            raise bad
+        # NaN compares false with every bound, so the range check alone would let it through.
+        if not math.isfinite(number):
+            raise NotFinite(f"config: {key}={value!r} is not a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -200,6 +267,14 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
             raise ConfigError(f"config: unknown key {key!r}; known keys: {', '.join(fields)}")
         kwargs[name] = _coerce(value, hints[name], key)
         _check_range(kwargs[name], fields[name].metadata, key)
+    for name in kwargs:
+        if fields[name].metadata.get("length") == "fraction":
+            stem = name[: -len("_fraction")]
+            twin = f"{stem}_steps" if f"{stem}_steps" in fields else stem if stem in fields else None
+            if twin is not None and twin in kwargs and kwargs[twin] not in (None, []) and kwargs[name] not in (None, []):
+                where = f"{prefix}." if prefix else ""
+                raise ConfigError(f"config: {where}{twin} and {where}{name} both set; give the length "
+                                  "as a step count or as a fraction of the run, not both")
     return cls(**kwargs)
 
 
@@ -281,14 +356,17 @@ def resolve(raw: dict) -> TrainConfig:
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"config: dataset={cfg.dataset!r} is unknown; choose from {', '.join(DATASETS)}")
     for name, section in sections.items():
-        # Sections of other methods are validated too so that typos never pass silently.
         built = build_dataclass(METHODS.get(name).Config, section, name)
-        if name == cfg.method:
-            cfg.method_cfg = built
+        if name != cfg.method:
+            raise ConfigError(f"config: section {name!r} does not apply to method={cfg.method}; drop it, "
+                              f"or set method={name} (metassl config {cfg.method} lists this run's keys)")
+        cfg.method_cfg = built
     if cfg.method_cfg is None:
         cfg.method_cfg = method_cls.Config()
-    if cfg.amp == "fp16" and method_cls.meta_gradient:
-        raise ConfigError(f"config: amp='fp16' does not suit method={cfg.method}: its look-ahead gradients "
+    plugin = getattr(cfg.method_cfg, "meta_gradient", False)
+    if cfg.amp == "fp16" and (method_cls.meta_gradient or plugin):
+        what = f"{cfg.method}.meta_gradient=true" if plugin else f"method={cfg.method}"
+        raise ConfigError(f"config: amp='fp16' does not suit {what}: its look-ahead gradients "
                           "are taken without loss scaling and underflow in float16; use amp=bf16 or amp=off")
     return cfg
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -94,3 +96,45 @@ def test_output_into_a_closed_pipe_ends_quietly():
     finally:
         os.close(write)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def _float_keys(cls, prefix=""):
+    """Dotted keys of ``cls`` (recursively) whose values are floats, and how to write NaN in each."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from _float_keys(tp, f"{key}.")
+        elif typing.get_origin(tp) is list:
+            if typing.get_args(tp) == (float,):
+                yield key, "[{}]"
+        elif tp is float or float in typing.get_args(tp):
+            yield key, "{}"
+
+
+def test_every_float_key_refuses_nan_and_inf():
+    from metassl.methods import METHODS
+
+    keys = [([], key, form) for key, form in _float_keys(config.TrainConfig)]
+    for name in METHODS.names():
+        keys += [([f"method={name}"], key, form) for key, form in _float_keys(METHODS.get(name).Config, f"{name}.")]
+    assert any(key == "lr" for _, key, _ in keys) and len(keys) > 20
+    for extra, key, form in keys:
+        for value in (".nan", "nan", ".inf", "-.inf", "inf"):
+            with pytest.raises(ConfigError, match=rf"config: {re.escape(key)}(\[0\])?=.* is not a finite number"):
+                config.load_config(None, extra + [f"{key}={form.format(value)}"])
+
+
+@pytest.mark.parametrize("value, shown", [("nan", "lr='nan'"), (".inf", "lr=inf")])
+def test_cli_non_finite_lr_exit_2_writes_nothing(cli, tmp_path, value, shown):
+    out = tmp_path / "run"
+    proc = cli("train", "--out", str(out), *FAST, "steps=3", f"lr={value}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{shown} is not a finite number" in lines[0]
+    assert not out.exists()

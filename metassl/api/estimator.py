@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -9,11 +10,17 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from metassl import config as config_mod
-from metassl.api.inference import Classifier, LoadedRun, VectorEncoder, load_run
+from metassl.api.inference import Classifier, LoadedRun, load_run
 from metassl.data.files import data_info, write_data_info
 from metassl.data.sources import ArrayDataset, as_images, from_arrays
+from metassl.data.vectors import from_vectors
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.engine.setup import pick_device
@@ -28,7 +35,20 @@ _DEFAULTS = {"labels_per_class": None, "tensorboard": False}
 _VECTOR_DEFAULTS = {"augment": {"translate": 0, "flip": "off"}}
 
 
-class SSLClassifier:
+class ParamError(ConfigError, ValueError):
+    """A parameter of SSLClassifier that does not validate: a ConfigError, and the ValueError that
+    scikit-learn's tools expect."""
+
+
+class InputError(DataError, ValueError):
+    """Arrays that SSLClassifier cannot take: a DataError, and the ValueError scikit-learn expects."""
+
+
+class NotFitted(ConfigError, NotFittedError):
+    """predict before fit: a ConfigError, and scikit-learn's NotFittedError."""
+
+
+class SSLClassifier(ClassifierMixin, BaseEstimator):
     """A semi-supervised classifier trained from labeled and unlabeled arrays.
 
     ``SSLClassifier(method, model, steps, run_dir=None, **config)``: `config` is any
@@ -40,32 +60,49 @@ class SSLClassifier:
     ``fit(X, y, X_unlabeled=None)`` takes images (N x C x H x W, or N x H x W grayscale;
     uint8 0..255 or float 0..1, numpy or torch) or feature vectors (N x D floats, any scale:
     see `VectorEncoder`), labels of any kind (their sorted unique values become `classes_`)
-    and optional unlabeled examples of the same shape; or a single `ArrayDataset` whose
-    ``y_train`` marks unlabeled examples with -1. The validation set that selects the
+    and optional unlabeled examples of the same shape; a label of -1 (in numeric labels) marks an
+    unlabeled example of X, as in scikit-learn's semi-supervised estimators. Or a single
+    `ArrayDataset` whose ``y_train`` marks unlabeled examples with -1. The validation set that selects the
     weights (``val_per_class`` per class) comes from the labeled examples; there is no test
     set: score the model on held-back data of your own. Training writes a normal run
     directory (`run_dir`, replaced when it holds a run; a temporary one by default).
+
+    It is a scikit-learn classifier (`clone`, `Pipeline`, `cross_val_score`, `GridSearchCV`):
+    a bad parameter raises `ParamError`, bad arrays `InputError`, both also ValueErrors, and a
+    failed `set_params` leaves every parameter as it was.
     """
 
     def __init__(self, method: str = "meta_pl_mixup", model: Optional[str] = None, steps: int = 1000, *,
                  run_dir: str | Path | None = None, **config: Any):
         self.method, self.model, self.steps, self.run_dir = method, model, steps, run_dir
-        self.config = config
-        self._resolve(vectors=False)
+        self._config = config
+        self._validate()
 
     # -- scikit-learn protocol --------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
         return {"method": self.method, "model": self.model, "steps": self.steps,
-                "run_dir": self.run_dir, **self.config}
+                "run_dir": self.run_dir, **self._config}
 
     def set_params(self, **params: Any) -> "SSLClassifier":
+        """Change parameters; if the result does not validate, none of them changes."""
+        before = (self.method, self.model, self.steps, self.run_dir, dict(self._config))
         for key, value in params.items():
             if key in ("method", "model", "steps", "run_dir"):
                 setattr(self, key, value)
             else:
-                self.config[key] = value
-        self._resolve(vectors=False)
+                self._config[key] = value
+        try:
+            self._validate()
+        except ParamError:
+            self.method, self.model, self.steps, self.run_dir, self._config = before
+            raise
         return self
+
+    def _validate(self) -> None:
+        try:
+            self._resolve(vectors=False)
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
@@ -73,73 +110,83 @@ class SSLClassifier:
 
     # -- configuration ----------------------------------------------------------------------
     def _resolve(self, vectors: bool) -> config_mod.TrainConfig:
-        owned = [k for k in self.config if k in _OWNED]
+        owned = [k for k in self._config if k in _OWNED]
         if owned:
             raise ConfigError(f"config: SSLClassifier sets {owned[0]!r} itself; pass the data to fit()")
         raw = config_mod.merge(_DEFAULTS, _VECTOR_DEFAULTS) if vectors else dict(_DEFAULTS)
-        raw = config_mod.merge(raw, self.config)
+        raw = config_mod.merge(raw, self._config)
         raw.update(dataset="arrays", method=self.method, steps=self.steps,
                    model=self.model or ("mlp" if vectors else "cnn3"))
         return config_mod.resolve(raw)
 
     # -- data -------------------------------------------------------------------------------
-    def _dataset(self, X: Any, y: Any, X_unlabeled: Any) -> tuple[ArrayDataset, np.ndarray,
-                                                                 Optional[VectorEncoder]]:
+    def _dataset(self, X: Any, y: Any, X_unlabeled: Any) -> tuple[ArrayDataset, np.ndarray]:
         if isinstance(X, ArrayDataset):
             if y is not None or X_unlabeled is not None:
-                raise DataError("fit: an ArrayDataset carries its own labels (-1: unlabeled); "
-                                "pass it without y and X_unlabeled")
-            return X, np.array(X.classes), None
+                raise InputError("fit: an ArrayDataset carries its own labels (-1: unlabeled); "
+                                 "pass it without y and X_unlabeled")
+            return X, np.array(X.classes)
         if y is None:
-            raise DataError("fit: y is required unless X is an ArrayDataset")
-        x = _numpy(X)
+            raise InputError("fit: SSLClassifier requires y to be passed, but the target y is None "
+                             "(only an ArrayDataset X carries its own labels)")
+        x = _array(X, "X")
         labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = column_or_1d(labels, warn=True)
         if labels.ndim != 1 or len(labels) != len(x):
-            raise DataError(f"fit: y has shape {labels.shape} but X holds {len(x)} examples; "
-                            "expected one label per example")
-        if len(labels) == 0:
-            raise DataError("fit: X holds no examples")
-        classes, y_idx = np.unique(labels, return_inverse=True)
-        xu = _numpy(X_unlabeled) if X_unlabeled is not None else x[:0]
+            raise InputError(f"fit: y has shape {labels.shape} but X holds {len(x)} examples; "
+                             "expected one label per example")
+        check_classification_targets(labels)
+        # -1 marks an unlabeled example, as in scikit-learn's semi-supervised estimators.
+        unlabeled = (labels == -1) if np.issubdtype(labels.dtype, np.number) else np.zeros(len(labels), bool)
+        classes, y_idx = np.unique(labels[~unlabeled], return_inverse=True)
+        if not len(classes):
+            raise InputError("fit: every label in y is -1 (unlabeled); a classifier needs labeled examples "
+                             "of two or more classes")
+        if len(classes) < 2:
+            besides = " besides -1 (unlabeled)" if unlabeled.any() else ""
+            raise InputError(f"fit: y has only one class, {classes.tolist()[0]!r}{besides}; a classifier "
+                             "needs two or more classes")
+        xu = _array(X_unlabeled, "X_unlabeled") if X_unlabeled is not None else x[:0]
         if xu.shape[1:] != x.shape[1:]:
-            raise DataError(f"fit: X_unlabeled examples have shape {_shape(xu.shape[1:])} but X's "
-                            f"have {_shape(x.shape[1:])}")
-        encoder = None
+            raise InputError(f"fit: X_unlabeled examples have shape {_shape(xu.shape[1:])} but X's "
+                             f"have {_shape(x.shape[1:])}")
+        targets = np.full(len(x) + len(xu), -1, dtype=np.int64)
+        targets[:len(x)][~unlabeled] = y_idx
+        names = [str(c) for c in classes]
         if x.ndim == 2:
-            features = np.concatenate([x, xu]).astype(np.float64)
-            if not np.isfinite(features).all():
-                raise DataError("fit: X or X_unlabeled holds NaN or infinite values")
-            encoder = VectorEncoder.fit(features)
-            images = encoder(torch.from_numpy(features)).to(torch.uint8)
+            data = from_vectors("arrays", np.concatenate([x, xu]), targets, classes=names)
         else:
             images = torch.cat([as_images(x, "X"), as_images(xu, "X_unlabeled")]) if len(xu) \
                 else as_images(x, "X")
-        targets = np.concatenate([y_idx, np.full(len(xu), -1)])
-        data = from_arrays("arrays", images, targets, classes=[str(c) for c in classes],
-                           allow_unlabeled=True)
-        return data, classes, encoder
+            data = from_arrays("arrays", images, targets, classes=names, allow_unlabeled=True)
+        return data, classes
 
     def _inputs(self, X: Any) -> torch.Tensor:
         self._check_fitted()
         info = self.info_
-        x = _numpy(X)
+        x = _array(X, "X")
         if "vectors" in info:
             features = len(info["vectors"]["mean"])
             if x.ndim != 2 or x.shape[1] != features:
-                raise DataError(f"predict: X has shape {_shape(x.shape)}; the model was fit on "
-                                f"vectors of {features} features (N x {features})")
+                have = f"{x.shape[1]} features" if x.ndim == 2 else f"shape {_shape(x.shape)}"
+                raise InputError(f"predict: X has {have}, but SSLClassifier is expecting {features} "
+                                 f"features as input (feature vectors N x {features})")
             return torch.from_numpy(x.astype(np.float32))
         images = as_images(x, "X")
         want = (info["in_channels"], *info["image_hw"])
         if tuple(images.shape[1:]) != want:
-            raise DataError(f"predict: X holds {_shape(images.shape[1:])} images (C x H x W); the model "
-                            f"was fit on {_shape(want)}")
+            raise InputError(f"predict: X holds {_shape(images.shape[1:])} images (C x H x W); the model "
+                             f"was fit on {_shape(want)}")
         return images
 
     # -- fit / predict ----------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, X_unlabeled: Any = None) -> "SSLClassifier":
-        data, classes, encoder = self._dataset(X, y, X_unlabeled)
-        cfg = self._resolve(vectors=encoder is not None)
+        try:
+            data, classes = self._dataset(X, y, X_unlabeled)
+        except DataError as exc:
+            raise _input_error(exc) from None
+        cfg = self._resolve(vectors=data.vectors is not None)
         keep = self.run_dir is not None
         holder = nullcontext(self.run_dir) if keep else tempfile.TemporaryDirectory(prefix="metassl-")
         with holder as where:
@@ -150,10 +197,9 @@ class SSLClassifier:
             except Interrupted:
                 # The temporary run it names is about to vanish; nothing there to resume.
                 raise KeyboardInterrupt from None
-            info = data_info(data, labels=classes.tolist())
-            if encoder is not None:
-                info["vectors"] = encoder.info()
-            write_data_info(path, info)
+            except DataError as exc:  # e.g. too few examples of a class for val_per_class
+                raise _input_error(exc) from None
+            write_data_info(path, data_info(data, labels=classes.tolist()))
             self._set_fitted(load_run(path, pick_device(cfg.device)), final)
         self.run_dir_ = path if keep else None
         return self
@@ -161,24 +207,32 @@ class SSLClassifier:
     def _set_fitted(self, run: LoadedRun, final: Optional[dict]) -> None:
         self.model_: Classifier = run.classifier
         self.info_, self.cfg_, self.step_, self.final_ = run.info, run.cfg, run.step, final
-        self.classes_ = np.array(run.info.get("labels", run.info["classes"]))
+        # A run of `metassl train` records class names only: whole numbers were integer labels.
+        names = run.info["classes"]
+        if "labels" in run.info:
+            self.classes_ = np.array(run.info["labels"])
+        elif all(re.fullmatch(r"-?\d+", n) for n in names):
+            self.classes_ = np.array([int(n) for n in names])
+        else:
+            self.classes_ = np.array(names)
+        if run.info.get("vectors"):
+            self.n_features_in_ = len(run.info["vectors"]["mean"])
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise ConfigError("SSLClassifier: call fit() (or SSLClassifier.load) before predicting")
+            raise NotFitted("SSLClassifier: call fit() (or SSLClassifier.load) before predicting")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, N x len(classes_), columns in the order of `classes_`."""
-        x = self._inputs(X)
+        try:
+            x = self._inputs(X)
+        except DataError as exc:
+            raise _input_error(exc) from None
         return self.model_.predict(x, self.cfg_.eval_batch_size).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
-
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy (the fraction predicted right), as scikit-learn classifiers report it."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -209,6 +263,20 @@ class SSLClassifier:
         est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)
         est.run_dir_ = None
         return est
+
+
+def _input_error(exc: DataError) -> InputError:
+    return exc if isinstance(exc, InputError) else InputError(str(exc))
+
+
+def _array(x: Any, what: str) -> np.ndarray:
+    """``x`` as a numpy array checked as scikit-learn checks inputs (dense, numeric, finite, not
+    empty); images may have more than two dimensions. A problem is an InputError on one line."""
+    try:
+        return check_array(_numpy(x), dtype="numeric", allow_nd=True, input_name=what)
+    except (TypeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("array=")]
+        raise InputError(f"{what}: {' '.join(lines)}") from None
 
 
 def _numpy(x: Any) -> np.ndarray:

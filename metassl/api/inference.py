@@ -92,7 +92,8 @@ class LoadedRun(NamedTuple):
 
 
 def build_classifier(cfg: TrainConfig, info: dict, state: dict, source: Path) -> Classifier:
-    model = create_model(cfg.model, int(info["in_channels"]), len(info["classes"]), int(info["image_hw"][0]))
+    hw = tuple(int(d) for d in info["image_hw"])
+    model = create_model(cfg.model, int(info["in_channels"]), len(info["classes"]), hw)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -42,7 +42,8 @@ class _Reader:
         if len(a) != self.channels:
             raise DataError(f"data: {path} is a colour image but run {self.run} was trained on "
                             "grayscale images")
-        return torch.from_numpy(a)
+        # Pillow's buffer is read-only, and torch warns about tensors over one.
+        return torch.from_numpy(np.array(a))
 
     def npz(self, path: Path) -> torch.Tensor:
         try:

@@ -69,7 +69,7 @@ class Bench:
     def batch(self, kind: str) -> Batch:
         idx = self.streams[kind].next()
         raw = self.x[idx]
-        return Batch(x=self.aug(raw), raw=raw, y=self.y[idx])
+        return Batch(x=self.aug(raw), raw=raw, y=self.y[idx], idx=idx)
 
     def method(self, name: str):
         cls, cfg = method_spec(name)
@@ -78,7 +78,7 @@ class Bench:
         ctx = TrainContext(num_classes=self.classes, total_steps=1000, augment=self.aug,
                            normalize=self.aug.normalize, strong_augment=self.aug.strong,
                            device=self.device, lr=lambda: 0.01,
-                           sample_val=lambda: self.batch("val"))
+                           sample_val=lambda: self.batch("val"), num_train=POOL, num_unlabeled=POOL)
         return cls(model, opt, cfg, ctx)
 
     def step(self, method, step: int) -> float:

@@ -209,6 +209,25 @@ def select_runs(runs: list[dict], only: list[str] | None) -> list[dict]:
     return picked
 
 
+def own_sections(base: dict, method: str) -> dict:
+    """``base`` without the sections of methods other than ``method``: a suite's ``base`` may hold
+    the sections of every method it trains, and a run takes only its own."""
+    from metassl.methods import METHODS
+
+    return {key: value for key, value in base.items() if key == method or key not in METHODS}
+
+
+def check_base_sections(name: str, base: dict, runs: list[dict]) -> None:
+    """A ``base`` section of a method that no run of the suite trains is an error naming it."""
+    from metassl.methods import METHODS
+
+    trained = {r.get("method", base.get("method", config_mod.TrainConfig.method)) for r in runs}
+    for key in base:
+        if key in METHODS and key not in trained:
+            raise ConfigError(f"bench: suite {name}: base section {key!r} is for method {key}, which no run "
+                              f"trains (they train {', '.join(sorted(trained))})")
+
+
 def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,
               jobs: int = 1, only: list[str] | None = None) -> str:
     """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
@@ -216,10 +235,11 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     name, suite = load_suite(name_or_path)
     base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
     runs = expand(suite)
+    check_base_sections(name, base, runs)
     chosen = {run_name(r) for r in select_runs(runs, only)}
     configs = []
     for flat in runs:
-        raw = base
+        raw = own_sections(base, flat.get("method", base.get("method", config_mod.TrainConfig.method)))
         for key, value in flat.items():
             raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
         try:

@@ -43,6 +43,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from metassl.data.sources import ArrayDataset, as_images, from_arrays, stratified_split
+from metassl.data.vectors import check_vectors, from_vectors
 from metassl.errors import CheckpointError, ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -291,6 +292,9 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
         raise DataError(f"data: cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise DataError(f"data: {path} is not a UTF-8 text file") from None
+    layout = _table_layout(text)
+    if layout is not None:
+        return _load_table(path, text, *layout, test_fraction=test_fraction)
     reader = csv.reader(io.StringIO(text))
     header: Optional[dict[str, int]] = None
     rows: list[tuple[int, Path, str, str]] = []  # line, file, label, split
@@ -308,18 +312,14 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
                 continue
             if header is None and len(cells) not in (2, 3):
                 raise DataError(f"data: {path} line {line}: expected path,label[,split], "
-                                f"got {len(cells)} fields")
+                                f"got {len(cells)} fields (a table of feature vectors has numbers in "
+                                "every column but its label column)")
             columns = header or dict(zip(("path", "label", "split"), range(len(cells))))
             if len(cells) <= max(columns.values()):
                 raise DataError(f"data: {path} line {line}: expected {max(columns.values()) + 1} "
                                 f"fields, got {len(cells)}")
             name, label = cells[columns["path"]], cells[columns["label"]]
-            split = cells[columns["split"]].lower() if "split" in columns else ""
-            split = split or "train"
-            if split not in ("train", "test"):
-                raise DataError(f"data: {path} line {line}: split {split!r} is not train or test")
-            if split == "test" and not label:
-                raise DataError(f"data: {path} line {line}: a test image needs a label")
+            split = _row_split(path, line, cells[columns["split"]] if "split" in columns else "", label)
             file = path.parent / name
             if not name or not file.is_file():
                 raise DataError(f"data: {path} line {line}: image {name!r} does not exist "
@@ -344,6 +344,118 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
             y.append(index[label] if label else -1)
     return _from_paths(str(path), classes, paths, y, test_paths, test_y, image_size, channels,
                        test_fraction)
+
+
+def _row_split(path: Path, line: int, split: str, label: str, what: str = "image") -> str:
+    """A CSV row's split (train by default), checked with its label ('' marks an unlabeled `what`)."""
+    split = split.lower() or "train"
+    if split not in ("train", "test"):
+        raise DataError(f"data: {path} line {line}: split {split!r} is not train or test")
+    if split == "test" and not label:
+        raise DataError(f"data: {path} line {line}: a test {what} needs a label")
+    if label.lower() == "nan":
+        raise DataError(f"data: {path} line {line}: label {label!r} is a missing value, not a class; "
+                        f"leave the label empty for an unlabeled {what}")
+    return split
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _table_layout(text: str) -> Optional[tuple[Optional[list[str]], int, Optional[int]]]:
+    """(header, label column, split column) of a CSV table of feature vectors, or None for a list
+    of image paths. A table's first data row holds numbers in every column but the label and split
+    columns; the label column is the one a header names `label`, else the last column."""
+    first: list[list[str]] = []
+    try:
+        for row in csv.reader(io.StringIO(text)):
+            cells = [c.strip() for c in row]
+            if any(cells):
+                first.append(cells)
+                if len(first) == 2:
+                    break
+    except csv.Error:
+        return None  # load_csv names the line
+    if not first or "path" in [c.lower() for c in first[0]]:
+        return None
+    head = first[0]
+    if len(head) >= 2 and all(_is_number(c) for c in head[:-1]):
+        return None, len(head) - 1, None
+    names = [c.lower() for c in head]
+    label = names.index("label") if "label" in names else len(names) - 1
+    split = names.index("split") if "split" in names else None
+    if len(first) == 2 and len(head) >= 2 and len(first[1]) == len(head) and all(
+            _is_number(c) for j, c in enumerate(first[1]) if j not in (label, split)):
+        return head, label, split
+    return None
+
+
+def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: int,
+                split_col: Optional[int], test_fraction: float) -> ArrayDataset:
+    """A CSV table of feature vectors: one row per example, numbers in every column but the label
+    (empty: unlabeled) and the optional split column."""
+    width = len(header) if header is not None else None
+    names = header or []
+    reader = csv.reader(io.StringIO(text))
+    rows: list[tuple[int, list[float], str, str]] = []  # line, features, label, split
+    skip_header = header is not None
+    try:
+        for row in reader:
+            line = reader.line_num
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue
+            if skip_header:
+                skip_header = False
+                continue
+            width = width or len(cells)
+            if len(cells) != width:
+                raise DataError(f"data: {path} line {line}: expected {width} fields, got {len(cells)}")
+            label = cells[label_col]
+            split = _row_split(path, line, cells[split_col] if split_col is not None else "", label, "row")
+            features = []
+            for j, cell in enumerate(cells):
+                if j in (label_col, split_col):
+                    continue
+                value = float(cell) if _is_number(cell) else None
+                if value is None or not np.isfinite(value):
+                    column = f"{names[j]!r}" if names else str(j + 1)
+                    raise DataError(f"data: {path} line {line} column {column}: {cell!r} is not a finite "
+                                    "number (every column but the label holds a feature)")
+                features.append(value)
+            rows.append((line, features, label, split))
+    except csv.Error as exc:
+        raise DataError(f"data: {path} line {reader.line_num}: {exc}") from None
+    classes = _natural(sorted({label for _, _, label, split in rows if split == "train" and label}))
+    if not classes:
+        raise DataError(f"data: {path} has no labeled training rows")
+    index = {name: c for c, name in enumerate(classes)}
+    for line, _, label, split in rows:
+        if split == "test" and label not in index:
+            raise DataError(f"data: {path} line {line}: class {label!r} has no labeled training "
+                            f"rows (known classes: {_listing(classes)})")
+    train = [r for r in rows if r[3] == "train"]
+    test = [r for r in rows if r[3] == "test"]
+    x = np.array([r[1] for r in train], dtype=np.float64)
+    y = np.array([index[r[2]] if r[2] else -1 for r in train], dtype=np.int64)
+    x_test = np.array([r[1] for r in test], dtype=np.float64) if test else None
+    y_test = np.array([index[r[2]] for r in test], dtype=np.int64) if test else None
+    held_out = False
+    if x_test is None and test_fraction > 0:
+        train_idx, test_idx = holdout(y, test_fraction)
+        if len(test_idx):
+            held_out = True
+            x_test, y_test = x[test_idx], y[test_idx]
+            x, y = x[train_idx], y[train_idx]
+            _say_held_out(str(path), len(test_idx), test_fraction)
+    ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
+    ds.test_held_out = held_out
+    return ds
 
 
 def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
@@ -375,12 +487,18 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
         classes = [str(c) for c in names.reshape(-1)]
         if len(set(classes)) != len(classes):
             raise DataError(f"data: {path} key 'classes' names a class twice")
-    x = as_images(arrays["x"], "x", str(path))
+    # x of N x D is feature vectors; images are N x H x W or N x C x H x W.
+    vectors = arrays["x"].ndim == 2
+    read_x = check_vectors if vectors else (lambda source, key, a: as_images(a, key, source))
+    x = read_x(str(path), "x", arrays["x"])
     y = _npz_labels(path, "y", arrays["y"], -1, classes)
     _check_count(path, "x", x, "y", y)
+    if not (y >= 0).any():
+        raise DataError(f"data: {path} has no labeled data: every label in y is -1 (unlabeled); "
+                        "training needs labeled examples of every class")
     x_test = y_test = None
     if "x_test" in arrays:
-        x_test = as_images(arrays["x_test"], "x_test", str(path))
+        x_test = read_x(str(path), "x_test", arrays["x_test"])
         y_test = _npz_labels(path, "y_test", arrays["y_test"], 0, classes)
         _check_count(path, "x_test", x_test, "y_test", y_test)
     if classes is None:
@@ -394,7 +512,10 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
             x_test, y_test = x[test_idx], y[test_idx]
             x, y = x[train_idx], y[train_idx]
             _say_held_out(str(path), len(test_idx), test_fraction)
-    ds = from_arrays(str(path), x, y, x_test, y_test, classes=classes, allow_unlabeled=True)
+    if vectors:
+        ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
+    else:
+        ds = from_arrays(str(path), x, y, x_test, y_test, classes=classes, allow_unlabeled=True)
     ds.test_held_out = held_out
     return ds
 
@@ -464,7 +585,8 @@ def data_info(data: ArrayDataset, **extra: Any) -> dict:
     """What reading new inputs like `data` needs: classes, normalisation, shape."""
     return {"classes": data.classes, "mean": list(data.mean), "std": list(data.std),
             "in_channels": data.in_channels, "image_hw": list(data.image_hw),
-            "test_held_out": data.test_held_out, **extra}
+            "test_held_out": data.test_held_out,
+            **({"vectors": data.vectors} if data.vectors else {}), **extra}
 
 
 def write_data_info(run_dir: Path, info: dict) -> None:

@@ -29,7 +29,7 @@ import torch
 
 from metassl.errors import ConfigError, DataError
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn",
+DATASETS = ("digits", "signals", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn",
             "imagefolder", "csv", "npz", "imagenet", "arrays")
 # Read by metassl.data.files; their options are config keys (see `dataset_options`).
 FILE_DATASETS = ("imagefolder", "csv", "npz", "imagenet")
@@ -76,6 +76,13 @@ class ArrayDataset:
     std: tuple[float, ...]
     hflip: bool  # whether a horizontal flip keeps the label (not for digits)
     test_held_out: bool = False  # the test set was carved from labeled training data
+    # Feature vectors encoded as images (metassl.api.inference.VectorEncoder): the encoder's
+    # per-feature {"mean": [...], "std": [...]}; None for images.
+    vectors: dict | None = None
+
+    @property
+    def vector_features(self) -> int | None:
+        return len(self.vectors["mean"]) if self.vectors else None
 
     @property
     def num_classes(self) -> int:
@@ -416,6 +423,27 @@ def load_mnist_like(dirs: Sequence[str | Path], name: str) -> ArrayDataset:
     )
 
 
+def _check_root_complete(name: str, data_root: str | Path | None) -> None:
+    """A `data_root` holding some of the four IDX files but no complete set is an error: the
+    search would otherwise go on to the system copy and train on other data without a word."""
+    if data_root is None:
+        return
+    system = search_dirs(name, None)
+    dirs = [d for d in search_dirs(name, data_root) if d not in system]
+    alternatives = [[f, f + ".gz"] for f in MNIST_FILES]
+    if _find_dir(dirs, alternatives) is not None or _find_dir(system, alternatives) is None:
+        return  # data_root's own copy is used, or the not-found error lists what each place lacks
+    for d in dirs:
+        have = [names[0] for names in alternatives if any((d / n).is_file() for n in names)]
+        if have:
+            lacking = [names[0] + "[.gz]" for names in alternatives if names[0] not in have]
+            raise DataError(
+                f"data: {name}: {d} lacks {', '.join(lacking)} (it holds {', '.join(have)}); "
+                f"put all four IDX files there (data_root holds part of the dataset, so the "
+                f"copy under {SYSTEM_DATA_DIR} is not used)"
+            )
+
+
 def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     x, y = read_idx(images_path), read_idx(labels_path)
     if x.ndim != 3 or x.dtype != np.uint8:
@@ -743,7 +771,12 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
 
     if name == "digits":
         return load_digits()
+    if name == "signals":
+        from metassl.data.signals import load_signals
+
+        return load_signals()
     if name in ("mnist", "fashion_mnist"):
+        _check_root_complete(name, data_root)
         return load_mnist_like(search_dirs(name, data_root), name)
     if name == "cifar10":
         return load_cifar10(data_root)

@@ -29,6 +29,9 @@ def make_split(y: torch.Tensor, classes: list[str], labels_per_class: int | None
 
     Examples whose label is -1 have none: they are always unlabeled, never labeled or validation.
     """
+    if len(classes) < 2:
+        which = f"only one class, {classes[0]!r}" if classes else "no classes"
+        raise DataError(f"split: the labeled data has {which}; a classifier needs two or more")
     rng = np.random.RandomState(seed)
     y_np = y.numpy()
     labeled, val, unlabeled = [], [], []

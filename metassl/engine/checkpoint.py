@@ -1,9 +1,11 @@
 """Atomic checkpoints that ``torch.load(weights_only=True)`` can read, with every RNG state."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -38,6 +40,38 @@ def load(path: Path, expected: str = FORMAT) -> dict:
     if not isinstance(obj, dict) or obj.get("format") != expected:
         raise CheckpointError(f"checkpoint: {path} is not a metassl {expected} file")
     return obj
+
+
+def _tensors(tree: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def first_nonfinite(tree: Any) -> Optional[str]:
+    """The dotted name of the first floating-point tensor in ``tree`` (nested dicts, lists) that holds
+    a NaN or an infinity, or None when all are finite."""
+    found = [(name, t) for name, t in _tensors(tree, "") if t.is_floating_point()]
+    if not found:
+        return None
+    finite = torch.stack([torch.isfinite(t).all().cpu() for _, t in found])
+    if bool(finite.all()):
+        return None
+    return found[int((~finite).nonzero()[0, 0])][0]
+
+
+def digest(tensors: list[torch.Tensor]) -> str:
+    """A SHA-256 of integer tensors' values (a split's index lists), the same on every machine."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().numpy().astype("<i8").tobytes())
+        h.update(b"/")
+    return h.hexdigest()
 
 
 def rng_state() -> dict:

@@ -39,3 +39,13 @@ def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
         for t in tensors:
             td.all_reduce(t)
             t.div_(td.get_world_size())
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (same shape on each) concatenated along dim 0, in rank order; ``t`` itself
+    in a single process."""
+    if not (td.is_initialized() and td.get_world_size() > 1):
+        return t
+    parts = [torch.empty_like(t) for _ in range(td.get_world_size())]
+    td.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

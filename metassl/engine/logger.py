@@ -3,12 +3,25 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as a short duration: 42s, 3m05s, 2h07m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class RunLogger:
-    def __init__(self, out: Path | None, total_steps: int, tensorboard: bool):
+    def __init__(self, out: Path | None, total_steps: int, tensorboard: bool, start_step: int = 0):
         self.out, self.total = out, total_steps
+        # The ETA extrapolates the wall time per step since this logger began (evaluations included).
+        self.start_step, self.start_time = start_step, time.perf_counter()
         self.tty = sys.stderr.isatty()
         self.writer = None
         if out is not None and tensorboard:
@@ -31,8 +44,16 @@ class RunLogger:
         if self.tty:
             val = f" val {self.last_val:.2f}%" if self.last_val is not None else ""
             sys.stderr.write(f"\rstep {step}/{self.total} loss {values['loss']:.4f} lr {values['lr']:.4g}"
-                             f"{val} {values['images_per_second']:.0f} img/s   ")
+                             f"{val} {values['images_per_second']:.0f} img/s{self.eta(step)}   ")
             sys.stderr.flush()
+
+    def eta(self, step: int) -> str:
+        """`` eta 3m05s`` for the steps left after ``step``, or '' before the first step is timed."""
+        done = step - self.start_step
+        if done <= 0:
+            return ""
+        left = (time.perf_counter() - self.start_time) / done * (self.total - step)
+        return f" eta {duration(left)}"
 
     def evaluation(self, record: dict) -> None:
         self.last_val = record.get("val_error")

@@ -1,9 +1,13 @@
 """Run directories: creation without clobbering, resuming, and re-evaluation."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import shutil
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -17,6 +21,11 @@ from metassl.errors import CheckpointError, ConfigError
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
 RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard"}
+# Config keys that may differ between a checkpoint and the run resuming it (they change no result).
+NOT_IDENTITY_KEYS = RESUMABLE_KEYS | {"threads"}
+LOCK_FILE = ".lock"
+# Rows logged at each evaluation; on resume those after the checkpoint's step are dropped.
+LOG_FILES = ("metrics.jsonl", "lambdas.jsonl")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -28,21 +37,111 @@ def holds_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
 
 
-def prepare_new(path: Path, cfg: TrainConfig, *, overwrite: bool) -> bool:
-    """Make ``path`` ready for a new run; returns whether the directory was created here."""
+def check_new(path: Path, *, overwrite: bool) -> None:
+    """Refuse ``path`` for a new run when it is a file, or holds a run and ``overwrite`` is off."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"train: --out {path} exists and is not a directory")
+    if holds_run(path) and not overwrite:
+        raise ConfigError(f"train: {path} already holds a run; continue it with --resume {path} "
+                          f"or replace it with --overwrite")
+
+
+def clear_run(path: Path) -> None:
+    """Remove the files of the run in ``path`` (other files there are kept)."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / "tensorboard", ignore_errors=True)
+
+
+def prepare_new(path: Path, cfg: TrainConfig, *, overwrite: bool) -> bool:
+    """Make ``path`` ready for a new run; returns whether the directory was created here."""
+    check_new(path, overwrite=overwrite)
     if holds_run(path):
-        if not overwrite:
-            raise ConfigError(f"train: {path} already holds a run; continue it with --resume {path} "
-                              f"or replace it with --overwrite")
-        for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
-        shutil.rmtree(path / "tensorboard", ignore_errors=True)
+        clear_run(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     write_config(path, cfg)
     return created
+
+
+def lock_run(path: Path) -> IO:
+    """Take ``path``'s lock for as long as the returned file stays open; the kernel drops it when the
+    process ends in any way. A second process asking for it meanwhile gets a one-line error."""
+    lock = path / LOCK_FILE
+    try:
+        fh = open(lock, "a+")
+    except OSError as exc:
+        raise CheckpointError(f"run: cannot open the lock file {lock}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A lock file removed (with its directory) while this one waited locks nothing.
+        if os.fstat(fh.fileno()).st_ino != os.stat(lock).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        fh.seek(0)
+        holder = fh.read().strip()
+        fh.close()
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise CheckpointError(f"run: {path} is in use by another metassl process{who}; "
+                              "wait for it to finish or stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def claim_new(path: Path, *, overwrite: bool) -> tuple[bool, IO]:
+    """Create (or take) ``path`` for a new run under its lock, checked as ``check_new`` does. Nothing
+    of a run already there is removed: the new run does that once its data is read and its model
+    built. Returns whether the directory was created here, and the lock to hold for the run."""
+    check_new(path, overwrite=overwrite)
+    try:
+        path.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    except OSError as exc:
+        raise ConfigError(f"train: cannot create --out {path}: {exc.strerror or exc}") from None
+    lock = lock_run(path)
+    try:
+        check_new(path, overwrite=overwrite)
+    except ConfigError:
+        lock.close()
+        raise
+    remove_stale_files(path)
+    return created, lock
+
+
+def remove_stale_files(path: Path) -> None:
+    """Remove the temporary files (``.checkpoint.pt.tmp<pid>`` and the like) a killed run left;
+    only while holding the run's lock, when no other process can be writing them."""
+    for tmp in path.glob(".*.tmp*"):
+        match = re.fullmatch(r"\.(.+)\.tmp\d+", tmp.name)
+        if match and match.group(1) in RUN_FILES and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Drop the rows of ``LOG_FILES`` logged after ``step`` (a run stopped between an evaluation and
+    its checkpoint logged them; resuming from ``step`` logs them again), and any torn last line."""
+    for name in LOG_FILES:
+        log = path / name
+        if not log.is_file():
+            continue
+        lines = log.read_text().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if line.endswith("\n") and isinstance(row, dict) and row.get("step", 0) <= step:
+                kept.append(line)
+        if kept != lines:
+            tmp = path / f".{name}.tmp{os.getpid()}"
+            tmp.write_text("".join(kept))
+            os.replace(tmp, log)
 
 
 def write_config(path: Path, cfg: TrainConfig) -> None:

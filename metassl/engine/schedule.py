@@ -3,17 +3,23 @@ from __future__ import annotations
 
 import math
 
-from metassl.config import ScheduleConfig
+from metassl.config import ScheduleConfig, run_length
+
+
+def milestones(total_steps: int, cfg: ScheduleConfig) -> list[int]:
+    """The ``step`` schedule's decay points in steps (given as steps or as shares of the run)."""
+    return list(cfg.milestones) or [round(f * total_steps) for f in cfg.milestones_fraction]
 
 
 def lr_at(step: int, base_lr: float, total_steps: int, cfg: ScheduleConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then constant, cosine to zero, or step decay
-    (×gamma at each milestone step)."""
-    if step < cfg.warmup_steps:
-        return base_lr * (step + 1) / cfg.warmup_steps
+    """Linear warm-up over the ``warmup`` length, then constant, cosine to zero, or step decay
+    (×gamma at each milestone)."""
+    warmup = run_length(cfg, "warmup", total_steps)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
     if cfg.name == "cosine":
-        span = max(1, total_steps - cfg.warmup_steps)
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+        span = max(1, total_steps - warmup)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
     if cfg.name == "step":
-        return base_lr * cfg.gamma ** sum(step >= m for m in cfg.milestones)
+        return base_lr * cfg.gamma ** sum(step >= m for m in milestones(total_steps, cfg))
     return base_lr

@@ -70,6 +70,16 @@ def use_channels_last(setting: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
+def write_split(cfg: TrainConfig, split: Split, run_dir: Path) -> None:
+    save_split(split, run_dir / "split.json", dataset=cfg.dataset, seed=cfg.seed,
+               labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class)
+
+
+def translation(setting: Optional[int], hw: tuple[int, int]) -> int:
+    """The ``augment.translate`` key: null is 1/16 of the shorter image side, at least one pixel."""
+    return setting if setting is not None else max(1, round(min(hw) / 16))
+
+
 def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
           data: Optional[ArrayDataset] = None) -> RunSetup:
     """Load the data (unless given), make (or reload) the split, build the model; nothing is trained."""
@@ -82,15 +92,16 @@ def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
     else:
         split = make_split(data.y_train, data.classes, cfg.labels_per_class, cfg.val_per_class, cfg.seed)
         if split_path is not None:
-            save_split(split, split_path, dataset=cfg.dataset, seed=cfg.seed,
-                       labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class)
+            write_split(cfg, split, run_dir)
     channels_last = use_channels_last(cfg.channels_last, device) and data.x_train.dim() == 4
-    model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_size).to(device)
+    model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_hw).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     flip = cfg.augment.flip == "on" or (cfg.augment.flip == "auto" and data.hflip)
-    augmenter = Augmenter(data.mean, data.std, flip=flip, translate=cfg.augment.translate,
-                          noise=cfg.augment.noise, device=device, channels_last=channels_last)
+    augmenter = Augmenter(data.mean, data.std, flip=flip, translate=translation(cfg.augment.translate, data.image_hw),
+                          noise=cfg.augment.noise, device=device, channels_last=channels_last,
+                          vector_features=data.vector_features, vector_noise=cfg.augment.vector_noise,
+                          vector_dropout=cfg.augment.vector_dropout)
     autocast, amp_dtype = autocast_for(cfg, device)
     to_dev = (lambda t: t.to(device) if t is not None else None)
     return RunSetup(cfg, device, data, split, to_dev(data.x_train), to_dev(data.y_train),

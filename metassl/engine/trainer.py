@@ -18,12 +18,12 @@ from metassl.data.files import save_data_info
 from metassl.data.sources import ArrayDataset
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
-from metassl.engine import dist
+from metassl.engine import dist, rundir
 from metassl.engine.ema import ModelEMA
 from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
 from metassl.engine.schedule import lr_at
-from metassl.engine.setup import RunSetup, build
+from metassl.engine.setup import RunSetup, build, write_split
 from metassl.errors import CheckpointError, ConfigError, MetasslError, TrainingDiverged
 from metassl.methods import METHODS, Batch, TrainContext
 
@@ -38,6 +38,21 @@ class Interrupted(MetasslError):
                          f"'metassl train --resume {run_dir}'")
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -46,21 +61,17 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False,
-                 data: Optional[ArrayDataset] = None):
+                 data: Optional[ArrayDataset] = None, overwrite: bool = False):
+        """``overwrite``: remove the files of a run already in ``run_dir``, once this one has read its
+        data and built its model (nothing is written to ``run_dir`` before then)."""
         self.cfg, self.run_dir = cfg, run_dir
         self.rank, self.world_size = dist.init()
         self.writes = run_dir is not None and self.rank == 0
-        if self.writes and not resume and not (run_dir / "config.yaml").exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
         if cfg.select == "val" and cfg.val_per_class == 0:
             raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
         seed_everything(cfg.seed)
-        self.s: RunSetup = build(cfg, run_dir if self.writes else None, reuse_split=resume, data=data)
+        self.s: RunSetup = build(cfg, run_dir if self.writes and resume else None, reuse_split=resume, data=data)
         s = self.s
-        if self.writes:
-            # Predicting and exporting read new inputs the way this data was read.
-            save_data_info(run_dir, s.data)
         method_cls = METHODS.get(cfg.method)
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
             raise ConfigError(
@@ -70,7 +81,8 @@ class Trainer:
         self.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov and cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay)
-        self.ema = ModelEMA(s.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = (ModelEMA(s.model, cfg.ema_decay, max(1, config_mod.run_length(cfg, "ema_horizon", cfg.steps)))
+                    if cfg.ema_decay > 0 else None)
         kw = dict(device=s.device, rank=self.rank, world_size=self.world_size)
         self.labeled = IndexStream(s.split.labeled, cfg.batch_size, cfg.seed + 1, **kw)
         self.unlabeled = (IndexStream(s.split.unlabeled, cfg.u_batch_size, cfg.seed + 2, **kw)
@@ -86,7 +98,7 @@ class Trainer:
             normalize=s.augmenter.normalize, strong_augment=s.augmenter.strong, device=s.device,
             lr=lambda: self.lr,
             sample_val=self._val_batch if self.val_stream is not None else None,
-            scaler=scaler, autocast=s.autocast)
+            scaler=scaler, autocast=s.autocast, num_train=len(s.x), num_unlabeled=len(s.split.unlabeled))
         self.method = method_cls(self.model, self.optimizer, cfg.method_cfg, self.ctx)
         self.step = 0
         self.best = {"val_error": None, "test_error": None, "step": None}
@@ -97,8 +109,29 @@ class Trainer:
         self.train_seconds = 0.0
         self.images = 0
         self.ckpt_step: Optional[int] = None
+        self.interval: dict[str, torch.Tensor] = {}  # loss sums since the last evaluation
+        self.interval_count = 0
+        self.split_digest = ckpt.digest([s.split.labeled, s.split.val, s.split.unlabeled])
         if resume:
             self._restore()
+        if self.writes:
+            self._write_run_files(resume, overwrite)
+
+    def _write_run_files(self, resume: bool, overwrite: bool) -> None:
+        """The run's config, split and data description, written only now that the data is read,
+        the model built and (resuming) the checkpoint restored: a run that fails to start leaves
+        the directory as it found it."""
+        run_dir = self.run_dir
+        if overwrite:
+            rundir.clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run_dir, self.cfg)
+        if resume:
+            rundir.drop_rows_after(run_dir, self.step)
+        else:
+            write_split(self.cfg, self.s.split, run_dir)
+        # Predicting and exporting read new inputs the way this data was read.
+        save_data_info(run_dir, self.s.data)
 
     # -- data ------------------------------------------------------------------------------
     def _batch(self, stream: IndexStream, labeled: bool) -> Batch:
@@ -117,6 +150,17 @@ class Trainer:
             return chosen
         return self.ema.module if self.ema is not None else self.s.model
 
+    def evaluated(self) -> dict:
+        """Which weights evaluation and selection read: the method's own choice (a teacher), the
+        engine's EMA of the model, or the model itself."""
+        own = self.method.evaluated()
+        if own is not None:
+            return own
+        if self.ema is not None:
+            return {"weights": "ema", "ema_decay": self.cfg.ema_decay, "horizon_steps": self.ema.horizon,
+                    "decay_at_end": self.ema.last_decay}
+        return {"weights": "model"}
+
     def evaluate(self) -> dict:
         s, bs = self.s, self.cfg.eval_batch_size
         norm, model = s.augmenter.normalize, self.eval_model
@@ -130,7 +174,8 @@ class Trainer:
         if self.cfg.select == "last":
             better = True
         else:
-            better = self.best["val_error"] is None or errors["val_error"] < self.best["val_error"]
+            # A tie goes to the later weights: trained longer, and no worse on validation.
+            better = self.best["val_error"] is None or errors["val_error"] <= self.best["val_error"]
         if better:
             self.best = {"val_error": errors["val_error"], "test_error": errors["test_error"], "step": self.step}
         return better
@@ -138,25 +183,42 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
     def _check_finite(self, bad: torch.Tensor) -> None:
         if bool(bad):
-            where = (f"the last good checkpoint (step {self.ckpt_step}) is kept in {self.run_dir}"
-                     if self.ckpt_step is not None else "no checkpoint had been written")
-            raise TrainingDiverged(f"train: loss became NaN or inf by step {self.step} "
-                                   f"(try a lower lr); {where}")
+            self._diverged("loss")
+
+    def _check_state(self, state: dict) -> None:
+        """Stop before weights, buffers (BatchNorm's running_var) or optimizer state holding NaN or
+        inf are evaluated or saved: a finite loss does not mean the update that followed was."""
+        name = ckpt.first_nonfinite(state)
+        if name is not None:
+            self._diverged(name)
+
+    def _diverged(self, what: str) -> None:
+        where = (f"the last good checkpoint (step {self.ckpt_step}) is kept in {self.run_dir}"
+                 if self.ckpt_step is not None else "no checkpoint had been written")
+        raise TrainingDiverged(f"train: {what} became NaN or inf by step {self.step} "
+                               f"(try a lower lr); {where}")
+
+    def _trained_state(self) -> dict:
+        return {"model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "method": self.method.state_dict()}
 
     def save(self) -> None:
         if not self.writes:
             return
+        trained = self._trained_state()
+        self._check_state(trained)
         state = {
             "format": ckpt.FORMAT, "version": 1, "step": self.step,
-            "model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "method": self.method.state_dict(),
+            **trained,
             "rng": ckpt.rng_state(),
             "streams": {name: st.state_dict() for name, st in self._streams().items()},
             "best": self.best, "last_eval": self.last_eval,
             "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
                          "train_seconds": self.train_seconds, "images": self.images},
-            "config": yaml.safe_dump(config_mod.dump(self.cfg)),
+            "config": yaml.safe_dump(config_mod.dump(self.cfg)), "split": self.split_digest,
+            "interval": {"sums": {k: v.detach().cpu() for k, v in self.interval.items()},
+                         "count": self.interval_count},
         }
         ckpt.atomic_save(state, self.run_dir / "checkpoint.pt")
         self.ckpt_step = self.step
@@ -176,6 +238,10 @@ class Trainer:
     def _restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
         state = ckpt.load(path)
+        self._check_identity(path, state)
+        bad = ckpt.first_nonfinite({k: state.get(k) for k in ("model", "optimizer", "ema", "method")})
+        if bad is not None:
+            raise CheckpointError(f"checkpoint: {path} holds NaN or inf in {bad}; it cannot be resumed")
         try:
             self.s.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -192,12 +258,35 @@ class Trainer:
         c = state["counters"]
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
         self.cpu = c.get("cpu", 0.0)
+        interval = state.get("interval") or {"sums": {}, "count": 0}
+        self.interval = {k: v.to(self.s.device) for k, v in interval["sums"].items()}
+        self.interval_count = interval["count"]
         self.ckpt_step = self.step
+
+    def _check_identity(self, path: Path, state: dict) -> None:
+        """Refuse a checkpoint written by another run: its config (less the keys a resume may
+        change) and its split must be this run's."""
+        try:
+            theirs = config_mod.dump(config_mod.resolve(yaml.safe_load(state["config"]) or {}))
+        except (KeyError, TypeError, AttributeError, yaml.YAMLError, MetasslError) as exc:
+            raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "
+                                  f"({_first_line(exc)})") from None
+        ours, theirs = _flat(config_mod.dump(self.cfg)), _flat(theirs)
+        for key in list(ours) + [k for k in theirs if k not in ours]:
+            if key.split(".")[0] in rundir.NOT_IDENTITY_KEYS or ours.get(key) == theirs.get(key):
+                continue
+            mine, its = (f"{key}={tree[key]!r}" if key in tree else f"no {key}" for tree in (ours, theirs))
+            raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written with "
+                                  f"{its}, this run has {mine}")
+        if state.get("split", self.split_digest) != self.split_digest:
+            raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written for "
+                                  f"another split than {self.run_dir / 'split.json'}")
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
-        log = RunLogger(self.run_dir if self.writes else None, cfg.steps, cfg.tensorboard and self.writes)
+        log = RunLogger(self.run_dir if self.writes else None, cfg.steps, cfg.tensorboard and self.writes,
+                        start_step=self.step)
         ckpt_every = cfg.checkpoint_every or cfg.eval_every
         stop = {"signal": None}
 
@@ -211,8 +300,6 @@ class Trainer:
         dev = self.s.device
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        interval: dict[str, torch.Tensor] = {}  # loss sums since the last evaluation
-        interval_count = 0
         bad = torch.zeros((), dtype=torch.bool, device=dev)
         start = time.perf_counter()
         self._cpu_mark = time.process_time()
@@ -231,11 +318,11 @@ class Trainer:
                 bad |= ~torch.isfinite(losses["loss"])
                 for key, value in losses.items():
                     sums[key] = sums[key] + value if key in sums else value.clone()
-                    interval[key] = interval[key] + value if key in interval else value.clone()
+                    self.interval[key] = self.interval[key] + value if key in self.interval else value.clone()
                 count += 1
-                interval_count += 1
+                self.interval_count += 1
                 if self.ema is not None:
-                    self.ema.update(self.s.model)
+                    self.ema.update(self.s.model, self.step)
                 self.step += 1
                 self.images += per_step_images * self.world_size
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -248,14 +335,15 @@ class Trainer:
                 evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.steps
                 if evaluate_now:
                     self._check_finite(bad)
+                    self._check_state(self._trained_state())
                     self.train_seconds += time.perf_counter() - start
                     errors = self.evaluate()
                     self.last_eval = {**errors, "step": self.step}
                     if self._select(errors):
                         self._save_selected()
                     self.wall += time.perf_counter() - start
-                    train_losses = {f"train_{k}": (v / interval_count).item() for k, v in interval.items()}
-                    interval, interval_count = {}, 0
+                    train_losses = {f"train_{k}": (v / self.interval_count).item() for k, v in self.interval.items()}
+                    self.interval, self.interval_count = {}, 0
                     extra = self.method.on_evaluate(self.step, self.run_dir if self.writes else None)
                     log.evaluation({"step": self.step, **errors, **train_losses, **extra, "lr": self.lr,
                                     "selected_step": self.best["step"], "wall_seconds": self.wall})
@@ -286,6 +374,7 @@ class Trainer:
             "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
             "device": str(self.s.device), "test_held_out": self.s.data.test_held_out,
+            "evaluated": self.evaluated(),
         }
         if self.writes:
             (self.run_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")

@@ -36,6 +36,8 @@ class TrainContext:
     scaler: Optional[torch.amp.GradScaler] = None       # fp16 only
     autocast: Callable = nullcontext
     strong_augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # uint8 -> RandAugment view
+    num_train: int = 0        # training-set size: the range of ``Batch.idx``
+    num_unlabeled: int = 0    # how many of those the unlabeled stream draws from
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Method:
     needs_unlabeled: ClassVar[bool] = False
     # Takes gradients outside ``optimize`` (look-aheads), which fp16 loss scaling does not reach.
     meta_gradient: ClassVar[bool] = False
+    # Unlabeled images per labeled one where ``unlabeled_batch_size`` is not set (FixMatch's μ).
+    unlabeled_ratio: ClassVar[int] = 1
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, ctx: TrainContext):
         self.model, self.optimizer, self.cfg, self.ctx = model, optimizer, cfg, ctx
@@ -71,6 +75,10 @@ class Method:
     def eval_model(self) -> Optional[nn.Module]:
         """The network to evaluate and select, where the method keeps a better one than the
         student (a teacher); None: the engine's choice (its EMA weights, or the model)."""
+        return None
+
+    def evaluated(self) -> Optional[dict]:
+        """What ``eval_model`` returns, for final.json (None where it returns None)."""
         return None
 
     def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:

@@ -11,7 +11,8 @@ Per iteration (Algorithms 1 and 2):
 3. relu and row renormalisation keep ŷ a distribution (authors' code; ``project``);
 4. loss = classification + w_t Φ(f(x_u), ŷ) (Eq. 13): KL on the labeled batch, or on the
    cross-domain mixed batch (Eq. 12) in ``mixup_ssl`` and ``meta_pl_mixup``; w_t ramps up
-   linearly over ``rampup_steps``;
+   linearly over the ``rampup`` length (``rampup_fraction`` of the run; the authors' 4000 steps of
+   400k are ``rampup_steps=4000``);
 5. one optimizer step.
 
 Scale of the meta step. Eq. 8 gives the meta-gradient of pseudo label i as ∇ỹ_i = (α_t/B_u) d_i,
@@ -32,10 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from metassl import meta
-from metassl.config import bounded
+from metassl.config import bounded, run_fraction, step_count
 from metassl.methods.base import Batch, Method
 from metassl.methods.losses import kl_to_target, mse_consistency
-from metassl.methods.ramps import linear_rampup
+from metassl.methods.meta_labels import SCORES, first_order_meta_grad, labeled_cross_entropy, meta_step
+from metassl.methods.ramps import run_rampup
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,8 @@ class Discrepancy:
 
 
 PHI = {
-    "mse": Discrepancy(lambda logits, t: mse_consistency(F.softmax(logits.float(), dim=1), t),
-                       lambda logits: 2.0 * F.softmax(logits.float(), dim=1)),
-    "kl": Discrepancy(kl_to_target, lambda logits: F.log_softmax(logits.float(), dim=1)),
+    "mse": Discrepancy(lambda logits, t: mse_consistency(F.softmax(logits.float(), dim=1), t), SCORES["mse"]),
+    "kl": Discrepancy(kl_to_target, SCORES["kl"]),
 }
 
 
@@ -58,7 +59,8 @@ PHI = {
 class ConsistencyConfig:
     consistency: Literal["mse", "kl"] = "mse"          # Φ of the unlabeled loss
     consistency_weight: float = bounded(1.0, 0.0)     # w, reached at the end of the ramp
-    rampup_steps: int = bounded(4000, 0)              # linear 0 -> w (0: no ramp)
+    rampup_fraction: float = run_fraction(0.4)            # linear 0 -> w over this share of the run
+    rampup_steps: Optional[int] = step_count()             # ... or this many steps (0: no ramp)
 
 
 @dataclass
@@ -72,12 +74,6 @@ class MetaStepConfig(ConsistencyConfig):
 class FirstOrderConfig(MetaStepConfig):
     pseudo_grad: Literal["fd", "jvp"] = "fd"          # two perturbed passes, or one forward-mode pass
     fd_radius: float = bounded(0.01, 0.0, lo_open=True)  # ε·||g|| (the paper's 0.01)
-
-
-def project_rows(y: torch.Tensor) -> torch.Tensor:
-    """relu, then each row divided by its sum; a row that sums to 0 stays 0."""
-    y = y.clamp_min(0.0)
-    return y / y.sum(1, keepdim=True).clamp_min(1e-12)
 
 
 class PseudoLabelSSL(Method):
@@ -101,7 +97,7 @@ class PseudoLabelSSL(Method):
         y_hat, logs = self.pseudo_labels(labeled, x_u)
         loss_cls = self.classification_loss(labeled, x_u, y_hat)
         loss_cons = self.phi.loss(self.model(x_u), y_hat)
-        w = self.cfg.consistency_weight * linear_rampup(step, self.cfg.rampup_steps)
+        w = self.cfg.consistency_weight * run_rampup("linear", step, self.cfg, self.ctx.total_steps)
         loss = loss_cls + w * loss_cons
         self.optimize(loss)
         return {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach(), **logs}
@@ -114,31 +110,16 @@ class PseudoLabelSSL(Method):
 
     def labeled_loss(self, theta: meta.Params, labeled: Batch) -> torch.Tensor:
         """G(θ): KL to the one-hot labels, i.e. cross-entropy, in the meta passes' BatchNorm mode."""
-        logits = meta.forward(self.model, theta, labeled.x, bn=self.cfg.meta_bn)
-        return F.cross_entropy(logits.float(), labeled.y)
+        return labeled_cross_entropy(self.model, theta, labeled, self.cfg.meta_bn)
 
     def meta_grad(self, labeled: Batch, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ỹ, d), first order by Eq. 10: d along g = ∇G (Eq. 9), by central differences at θ ± εg with
-        ε = fd_radius/||g||, or exactly by one jvp. With differences ỹ is the mean of the pair,
-        f(x_u; θ) to O(ε²||g||²), which saves the pass at θ itself."""
+        """(ỹ, d), first order by Eq. 10 (``meta_labels.first_order_meta_grad``)."""
         cfg = self.cfg
-        theta = meta.params(self.model)
-        g = meta.grad(self.labeled_loss(theta, labeled), theta)
-
-        def probs_and_score(p):
-            logits = meta.forward(self.model, p, x_u, bn=cfg.meta_bn).float()
-            return F.softmax(logits, dim=1), self.phi.score(logits)
-
-        if cfg.pseudo_grad == "jvp":
-            (y_tilde, _), (_, d) = meta.directional_jvp(probs_and_score, theta, g)
-        else:
-            (y_tilde, _), (_, d) = meta.directional_fd(probs_and_score, theta, g, cfg.fd_radius)
-        return y_tilde, d
+        return first_order_meta_grad(self.model, lambda theta: self.labeled_loss(theta, labeled), x_u,
+                                     self.phi.score, bn=cfg.meta_bn, pseudo_grad=cfg.pseudo_grad,
+                                     fd_radius=cfg.fd_radius)
 
     def meta_step(self, y_tilde: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """ŷ = ỹ - β d (Eq. 6), projected back onto the simplex."""
         beta = self.cfg.meta_lr if self.cfg.meta_lr is not None else self.ctx.lr()
-        y_hat = y_tilde - beta * d
-        if self.cfg.project:
-            y_hat = project_rows(y_hat)
-        return y_hat, {"pl_shift": (y_hat - y_tilde).abs().sum(1).mean()}
+        return meta_step(y_tilde, d, beta, self.cfg.project)

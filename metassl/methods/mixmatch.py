@@ -22,6 +22,9 @@ U' then go through one forward pass together. The paper's code interleaves label
 examples across its separate per-batch passes so that each pass's batch statistics represent the
 whole mixed batch rather than the labeled part alone; a single concatenated pass computes exactly
 those whole-batch statistics, so interleaving has nothing left to fix.
+
+``meta_gradient: true`` moves the mean prediction by the meta step (Φ = squared error) before it is
+sharpened (``meta_labels``).
 """
 from __future__ import annotations
 
@@ -30,27 +33,30 @@ from typing import Optional
 
 import torch
 
-from metassl.config import bounded
-from metassl.methods.base import METHODS, Method
+from metassl.config import bounded, run_fraction, step_count
+from metassl.methods.base import METHODS, Batch, Method
 from metassl.methods.losses import mse_consistency, one_hot, soft_cross_entropy
+from metassl.methods.meta_labels import MetaGradientConfig, MetaGradientTarget
 from metassl.methods.mixing import mix, sample_lam
 from metassl.methods.pseudo import frozen_bn_stats, sharpen
-from metassl.methods.ramps import rampup_fraction
+from metassl.methods.ramps import run_rampup
 
 
 @dataclass
-class MixMatchConfig:
-    k: int = bounded(2, 1)
-    temperature: float = bounded(0.5, 0.0, lo_open=True)
-    alpha: float = bounded(0.75, 0.0, lo_open=True)
-    lambda_u: float = bounded(75.0, 0.0)
-    rampup_fraction: float = bounded(0.4, 0.0, 1.0)
+class MixMatchConfig(MetaGradientConfig):
+    k: int = bounded(2, 1)  # K augmentations of each unlabeled example for its label guess
+    temperature: float = bounded(0.5, 0.0, lo_open=True)  # T of the sharpening
+    alpha: float = bounded(0.75, 0.0, lo_open=True)  # λ ~ Beta(α, α), λ' = max(λ, 1 - λ)
+    lambda_u: float = bounded(75.0, 0.0)  # λ_u, weight of the unlabeled squared error after the ramp
+    rampup_fraction: float = run_fraction(0.4)
+    rampup_steps: Optional[int] = step_count()
 
 
 @METHODS.register("mixmatch")
-class MixMatch(Method):
+class MixMatch(MetaGradientTarget, Method):
     Config = MixMatchConfig
     needs_unlabeled = True
+    meta_score = "mse"
 
     def draw_lam(self, n: int) -> torch.Tensor:
         lam = sample_lam(self.cfg.alpha, n, self.ctx.device, per_sample=True)
@@ -65,19 +71,25 @@ class MixMatch(Method):
         return self.draw_lam(len(perm)), {}
 
     @torch.no_grad()
-    def guess_labels(self, u_hat: torch.Tensor, k: int) -> torch.Tensor:
+    def mean_prediction(self, u_hat: torch.Tensor, k: int) -> torch.Tensor:
         with frozen_bn_stats(self.model):
             p = self.model(u_hat).float().softmax(1)
-        return sharpen(p.view(k, -1, p.shape[1]).mean(0), self.cfg.temperature)
+        return p.view(k, -1, p.shape[1]).mean(0)
+
+    def guess_labels(self, u_hat: torch.Tensor, k: int, labeled: Batch) -> tuple[torch.Tensor, dict]:
+        """q_b (eqs. 6-7): the mean prediction over the K views (the meta step's ŷ where
+        ``meta_gradient`` is on, its look-ahead on the first view), sharpened; and scalars to log."""
+        p, logs = self.meta_target(labeled, u_hat[: len(u_hat) // k], self.mean_prediction(u_hat, k))
+        return sharpen(p, self.cfg.temperature), logs
 
     def train_step(self, labeled, unlabeled, step):
         k, b = self.cfg.k, labeled.x.shape[0]
         u_hat = torch.cat([unlabeled.x] + [self.ctx.augment(unlabeled.raw) for _ in range(k - 1)])
-        q = self.guess_labels(u_hat, k)
+        q, meta_logs = self.guess_labels(u_hat, k, labeled)
         x_all = torch.cat([labeled.x, u_hat])
         y_all = torch.cat([one_hot(labeled.y, self.ctx.num_classes), q.repeat(k, 1)])
         w = torch.randperm(x_all.shape[0], device=x_all.device)
-        ramp = rampup_fraction("linear", step, self.ctx.total_steps, self.cfg.rampup_fraction)
+        ramp = run_rampup("linear", step, self.cfg, self.ctx.total_steps)
         lambda_u = self.cfg.lambda_u * ramp
 
         def losses(forward, lam):
@@ -92,4 +104,4 @@ class MixMatch(Method):
         lam, logs = self.mixing_weights(lambda forward, lam: losses(forward, lam)[0], y_all, w, idx)
         loss, loss_x, loss_u = losses(self.model, lam)
         self.optimize(loss)
-        return {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach(), **logs}
+        return {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach(), **logs, **meta_logs}

@@ -18,9 +18,9 @@ from metassl.methods.mixing import mix, sample_lam
 
 @dataclass
 class MixupConfig:
-    alpha: float = bounded(1.0, 0.0, lo_open=True)
-    lam_mode: Literal["batch", "sample", "fixed"] = "batch"
-    fixed_lam: float = bounded(0.5, 0.0, 1.0)
+    alpha: float = bounded(1.0, 0.0, lo_open=True)  # λ ~ Beta(α, α)
+    lam_mode: Literal["batch", "sample", "fixed"] = "batch"  # λ drawn per batch, per sample, or fixed_lam
+    fixed_lam: float = bounded(0.5, 0.0, 1.0)  # λ of lam_mode=fixed
 
 
 @METHODS.register("mixup")

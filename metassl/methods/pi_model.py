@@ -19,20 +19,22 @@ the same statistics, so only the augmentation differs between them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from metassl.config import bounded
+from metassl.config import bounded, run_fraction, step_count
 from metassl.methods.base import METHODS, Method
 from metassl.methods.losses import mse_consistency
-from metassl.methods.ramps import rampup_fraction
+from metassl.methods.ramps import run_rampup
 
 
 @dataclass
 class PiModelConfig:
-    w_max: float = bounded(100.0, 0.0)
-    rampup_fraction: float = bounded(0.27, 0.0, 1.0)
+    w_max: float = bounded(100.0, 0.0)  # consistency weight after the sigmoid ramp-up
+    rampup_fraction: float = run_fraction(0.27)
+    rampup_steps: Optional[int] = step_count()
 
 
 @METHODS.register("pi_model")
@@ -47,7 +49,7 @@ class PiModel(Method):
         z, z_tilde = self.model(torch.cat([first, second])).float().chunk(2)
         loss_l = F.cross_entropy(z[:b], labeled.y)
         loss_cons = mse_consistency(z.softmax(1), z_tilde.softmax(1), class_mean=True)
-        ramp = rampup_fraction("sigmoid", step, self.ctx.total_steps, self.cfg.rampup_fraction)
+        ramp = run_rampup("sigmoid", step, self.cfg, self.ctx.total_steps)
         w = self.cfg.w_max * ramp
         loss = loss_l + w * loss_cons
         self.optimize(loss)

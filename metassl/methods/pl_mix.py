@@ -21,7 +21,7 @@ by masking every pair that touches an unlabeled-below-σ example would waste a p
 
 Asynchronous pseudo labeling (APL): σ starts at σ_0 = 0.95 and drops by σ_d every K epochs
 (σ_d = 0.05, K = 30 of 200 epochs, Sec. IV-B). K is a fraction of the run
-(``apl_period_fraction``, 0.15 = 30/200) or a number of steps (``apl_period_steps``). σ_d = 0 keeps
+(``apl_period_fraction``, 0.15 = 30/200) or a number of steps (``apl_period_steps``; not both). σ_d = 0 keeps
 σ fixed: plain pseudo labeling with a confidence threshold (the "+PL" rows).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from metassl.config import bounded
+from metassl.config import bounded, run_fraction, run_length, step_count
 from metassl.methods.base import Batch, Method
 from metassl.methods.lam_meta import LossOf, mixed_cross_entropy
 from metassl.methods.mixing import mix
@@ -43,14 +43,14 @@ from metassl.methods.pseudo import confident_argmax, frozen_bn_stats
 class APLConfig:
     sigma0: float = bounded(0.95, 0.0, 1.0)                 # initial confidence threshold σ_0
     sigma_d: float = bounded(0.05, 0.0, 1.0)                # drop per period; 0: fixed threshold
-    apl_period_fraction: float = bounded(0.15, 0.0, 1.0, lo_open=True)  # K, a fraction of the run
-    apl_period_steps: Optional[int] = bounded(None, 1)      # K in steps (overrides the fraction)
+    apl_period_fraction: float = run_fraction(0.15)        # K, a fraction of the run
+    apl_period_steps: Optional[int] = step_count()          # K in steps
     unlabeled_weight: float = bounded(1.0, 0.0)             # w of L_us
 
 
 def apl_threshold(step: int, total_steps: int, cfg: APLConfig) -> float:
     """σ_t = max(0, σ_0 - σ_d ⌊t / K⌋)."""
-    period = cfg.apl_period_steps or max(1, round(cfg.apl_period_fraction * total_steps))
+    period = max(1, run_length(cfg, "apl_period", total_steps))
     return max(0.0, cfg.sigma0 - cfg.sigma_d * (step // period))
 
 

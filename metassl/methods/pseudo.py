@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metassl.config import run_length
+
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
     """p_i^(1/T) / Σ_j p_j^(1/T) (MixMatch eq. 7): T < 1 lowers the entropy, T -> 0 gives one-hot.
@@ -24,9 +26,22 @@ def confident_argmax(probs: torch.Tensor, threshold: float) -> tuple[torch.Tenso
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(1/B) Σ_i mask_i · CE(logits_i, labels_i): dropped rows still count in the mean (FixMatch's
-    ℓ_u), so the loss grows as more pseudo-labels pass the threshold."""
+    """(1/B) Σ_i mask_i · CE(logits_i, labels_i), labels as class indices or as distributions (rows):
+    dropped rows still count in the mean (FixMatch's ℓ_u), so the loss grows as more pseudo-labels
+    pass the threshold. ``mask`` may be any per-row weight (SoftMatch's)."""
     return (F.cross_entropy(logits.float(), labels, reduction="none") * mask).mean()
+
+
+def horizon_decay(cfg, total_steps: int) -> float:
+    """``cfg.ema_decay``, the decay of a running statistic of the predictions (FreeMatch's and
+    SoftMatch's m), capped so that its time constant 1/(1 - m) is at most the ``ema_horizon``
+    length (``ema_horizon_fraction`` of the run, or ``ema_horizon_steps``), the cap the engine puts
+    on its weight EMA: a short run's thresholds follow its recent steps instead of still holding
+    their initial values at the end. At the default 5%, m = 0.999 applies unchanged from 20000
+    steps on. Unlike the weight EMA there is no warm-up: the statistics start from the papers'
+    initial values, which are part of the methods."""
+    horizon = max(1, run_length(cfg, "ema_horizon", total_steps))
+    return min(cfg.ema_decay, 1.0 - 1.0 / horizon)
 
 
 @contextmanager

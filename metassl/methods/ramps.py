@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from metassl.config import run_length
+
 
 def linear_rampup(step: int, length: int) -> float:
     """0 -> 1 linearly over ``length`` steps (the meta-gradient SSL code's ramp); 0 before step 0,
@@ -25,6 +27,7 @@ def rampup(kind: str, step: int, length: int) -> float:
     return RAMPS[kind](step, length)
 
 
-def rampup_fraction(kind: str, step: int, total_steps: int, fraction: float) -> float:
-    """The ramp over the first ``fraction`` of a run, so one setting serves every step budget."""
-    return rampup(kind, step, round(fraction * total_steps))
+def run_rampup(kind: str, step: int, cfg, total_steps: int, name: str = "rampup") -> float:
+    """The ramp over the length ``name`` of a method's config (``rampup_fraction`` of the run, or
+    ``rampup_steps``), so one setting serves every step budget."""
+    return rampup(kind, step, run_length(cfg, name, total_steps))

@@ -39,10 +39,10 @@ from metassl.methods.pseudo import frozen_bn_stats
 
 @dataclass
 class VATConfig:
-    eps: float = bounded(6.0, 0.0, lo_open=True)
-    xi: float = bounded(1e-6, 0.0, lo_open=True)
-    power_iterations: int = bounded(1, 1)
-    alpha: float = bounded(1.0, 0.0)
+    eps: float = bounded(6.0, 0.0, lo_open=True)  # ε, norm of the perturbation in normalised input units
+    xi: float = bounded(1e-6, 0.0, lo_open=True)  # ξ, the power iteration's step
+    power_iterations: int = bounded(1, 1)  # refinements of the adversarial direction
+    alpha: float = bounded(1.0, 0.0)  # α, weight of the LDS loss
 
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ Every registered model exposes the same interface, which the SSL methods rely on
 * ``forward(x) == head(forward_features(x))``;
 * ``feature_dim``: an ``int``.
 
-Factories are called as ``factory(in_channels, num_classes, image_size, **kwargs)``.
+Factories are called as ``factory(in_channels, num_classes, image_size, **kwargs)``; ``image_size``
+is the side of square images or a (height, width) pair.
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ _POSITIONAL = ("in_channels", "num_classes", "image_size")
 MIN_IMAGE_SIZE = 8
 
 
-def create_model(name: str, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
+def create_model(name: str, in_channels: int, num_classes: int, image_size: int | tuple[int, int],
+                 **kwargs) -> nn.Module:
     factory = MODELS.get(name)
+    sides = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size,)
+    if len(sides) not in (1, 2):
+        raise ConfigError(f"model {name}: image_size must be a side or a (height, width) pair, got {image_size!r}")
     for label, value, low in (
         ("in_channels", in_channels, 1),
         ("num_classes", num_classes, 1),
-        ("image_size", image_size, MIN_IMAGE_SIZE),
+        *(("image_size", side, MIN_IMAGE_SIZE) for side in sides),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"model {name}: {label} must be an integer >= {low}, got {value!r}")
@@ -39,7 +44,7 @@ def create_model(name: str, in_channels: int, num_classes: int, image_size: int,
     if unknown:
         accepted = ", ".join(options) if options else "none"
         raise ConfigError(f"model {name}: unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
-    return factory(in_channels, num_classes, image_size, **kwargs)
+    return factory(in_channels, num_classes, sides if len(sides) == 2 else sides[0], **kwargs)
 
 
 # Imported after MODELS exists: each module registers its factories on import.

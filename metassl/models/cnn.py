@@ -11,6 +11,8 @@ Semi-Supervised Learning", ICLR 2017.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,13 +43,17 @@ class CNN3(nn.Module):
     halves the error on Fashion-MNIST early in training for the same convolution cost.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 256):
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 256, dropout: float = 0.0):
         super().__init__()
+        # ``dropout``: spatial dropout after the first two blocks, as ConvLarge has after its first two.
+        drop = [nn.Dropout2d(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(
             *_conv_bn(in_channels, 32, 3, 1, nn.ReLU()),
             nn.MaxPool2d(2),
+            *drop,
             *_conv_bn(32, 64, 3, 1, nn.ReLU()),
             nn.MaxPool2d(2),
+            *(copy.deepcopy(drop)),
             *_conv_bn(64, 128, 3, 1, nn.ReLU()),
             nn.MaxPool2d(2, ceil_mode=True),
             nn.AdaptiveAvgPool2d(3),
@@ -114,6 +120,14 @@ class ConvLarge(nn.Module):
 @MODELS.register("cnn3")
 def cnn3(in_channels: int, num_classes: int, image_size: int, hidden: int = 256) -> CNN3:
     return CNN3(in_channels, num_classes, hidden)
+
+
+@MODELS.register("cnn3_dropout")
+def cnn3_dropout(in_channels: int, num_classes: int, image_size: int, hidden: int = 256,
+                 dropout: float = 0.3) -> CNN3:
+    """cnn3 with Dropout2d after its first two blocks: the stochastic layers that make a consistency
+    term toward the model's own (eval-mode) prediction informative, as ConvLarge's dropout does."""
+    return CNN3(in_channels, num_classes, hidden, dropout)
 
 
 @MODELS.register("convlarge")

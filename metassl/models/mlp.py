@@ -36,9 +36,11 @@ class MLP(nn.Module):
 
 
 @MODELS.register("mlp")
-def mlp(in_channels: int, num_classes: int, image_size: int, hidden: Sequence[int] = (256, 256)) -> MLP:
+def mlp(in_channels: int, num_classes: int, image_size: int | tuple[int, int],
+        hidden: Sequence[int] = (256, 256)) -> MLP:
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
     ):
         raise ConfigError(f"model mlp: hidden must be a list of positive integers, got {hidden!r}")
-    return MLP(in_channels * image_size**2, num_classes, tuple(hidden))
+    height, width = image_size if isinstance(image_size, tuple) else (image_size, image_size)
+    return MLP(in_channels * height * width, num_classes, tuple(hidden))

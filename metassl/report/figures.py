@@ -24,6 +24,8 @@ SPLIT_STYLE = {"train": ":", "val": "--", "test": "-"}
 SPLIT_NAME = {"train": "train (labeled)", "val": "validation", "test": "test"}
 # Figure 3 of the meta-gradient SSL paper: labeled red, unlabeled blue, test gray.
 SUBSET_COLOR = {"labeled": "tab:red", "unlabeled": "tab:blue", "test": "tab:gray"}
+# Examples whose class is unknown (label -1: the unlabeled examples of the user's own data).
+NO_CLASS_COLOR = "lightgray"
 
 
 def _figure(width: float, height: float, ncols: int = 1, layout: Optional[str] = None):
@@ -125,10 +127,13 @@ def tsne(emb: Embedding, num_classes: int, path: Path, title: str) -> Path:
     present = [k for k, name in enumerate(SUBSETS) if emb.counts.get(name, 0) > 0]
     fig, axes = _figure(4.2 * (len(present) + 1), 4.6, len(present) + 1)
     colors = np.array(_colors(num_classes))
+    # Row num_classes of the palette is for label -1, an example of unknown class.
+    palette = np.vstack([colors, matplotlib.colors.to_rgba(NO_CLASS_COLOR)])
+    point_color = palette[np.where(emb.label < 0, num_classes, emb.label)]
     for ax, k in zip(axes, present):
         name = SUBSETS[k]
         m = emb.subset == k
-        ax.scatter(emb.xy[m, 0], emb.xy[m, 1], c=colors[emb.label[m]], s=6, linewidths=0)
+        ax.scatter(emb.xy[m, 0], emb.xy[m, 1], c=point_color[m], s=6, linewidths=0)
         ax.set_title(f"{name} ({emb.counts[name]} of {emb.available[name]}), by class", fontsize=10)
     ax = axes[-1]
     for k in sorted(present, key=lambda k: -k):  # test underneath, labeled on top
@@ -143,6 +148,8 @@ def tsne(emb: Embedding, num_classes: int, path: Path, title: str) -> Path:
     if num_classes <= 20:
         handles = [Line2D([], [], linestyle="", marker="o", color=colors[c], label=str(c))
                    for c in range(num_classes)]
+        if (emb.label < 0).any():
+            handles.append(Line2D([], [], linestyle="", marker="o", color=NO_CLASS_COLOR, label="unlabeled"))
         fig.legend(handles=handles, title="class", loc="center right", fontsize=8)
         fig.suptitle(title)
         fig.tight_layout(rect=(0, 0, 1 - 0.5 / fig.get_figwidth(), 1))

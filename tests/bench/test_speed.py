@@ -37,3 +37,15 @@ def test_speed_times_the_layout_asked_for(tmp_path, monkeypatch):
         assert seen and all(s == layout for s in seen)
         meta = json.loads((tmp_path / str(layout) / "speed_meta.json").read_text())
         assert meta["layout"].startswith("channels_last" if layout else "contiguous")
+
+
+def test_the_newer_baselines_and_the_plug_in_variants_take_bench_steps():
+    from metassl.bench.speed import Bench
+
+    bench = Bench("mlp", 8, torch.device("cpu"))
+    for name in ["uda", "flexmatch", "freematch", "softmatch", "fixmatch:meta_gradient=true",
+                 "pseudo_label:meta_gradient=true"]:
+        method = bench.method(name)
+        assert bench.step(method, 0) > 0
+        assert method.cfg.meta_gradient == name.endswith("meta_gradient=true")
+

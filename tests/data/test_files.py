@@ -344,3 +344,23 @@ def test_cli_train_on_a_bad_folder_is_one_line_and_leaves_nothing(tmp_path, cli)
     assert proc.stderr.strip().splitlines() == [
         f"metassl: error: data: class folder {root / 'labeled' / 'blue'} holds no images "
         f"({', '.join(files.IMAGE_SUFFIXES)})"]
+
+
+@pytest.mark.parametrize("test_fraction", [0.2, 0.0])
+def test_npz_without_any_label_says_there_is_no_labeled_data(tmp_path, test_fraction):
+    path = tmp_path / "u.npz"
+    np.savez(path, x=np.zeros((6, 4, 4), np.uint8), y=np.full(6, -1))
+    message = raises_one_line(DataError, load, "npz", path, test_fraction=test_fraction)
+    assert message.startswith(f"data: {path} has no labeled data: every label in y is -1")
+
+
+def test_cli_train_on_an_unlabeled_npz_is_one_line_and_leaves_nothing(tmp_path, cli):
+    path = tmp_path / "u.npz"
+    np.savez(path, x=np.zeros((6, 4, 4), np.uint8), y=np.full(6, -1))
+    out = tmp_path / "run"
+    for fraction in ("0.2", "0"):
+        proc = cli("train", "--out", str(out), "dataset=npz", f"data_root={path}", f"test_fraction={fraction}",
+                   "steps=2")
+        assert proc.returncode == 1 and not out.exists(), proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "has no labeled data" in lines[0], lines

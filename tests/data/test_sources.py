@@ -203,6 +203,19 @@ def test_missing_fashion_says_how_to_get_it(tmp_path):
     assert str(sources.SYSTEM_DATA_DIR / "fashion-mnist") in message
 
 
+def test_partial_data_root_is_an_error_not_a_fallback_to_the_system_copy(tmp_path):
+    write_mnist_dir(sources.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
+    mine = tmp_path / "mine"
+    write_mnist_dir(mine, mnist_arrays(8), gz=False)
+    (mine / "t10k-labels-idx1-ubyte").unlink()
+    message = raises_one_line(DataError, load_dataset, "fashion_mnist", data_root=mine)
+    assert f"{mine} lacks t10k-labels-idx1-ubyte" in message
+    assert str(sources.SYSTEM_DATA_DIR) in message
+    # without data_root, or with one holding none of the files, the system copy is still found
+    assert len(load_dataset("fashion_mnist").x_train) == 7
+    assert len(load_dataset("fashion_mnist", data_root=tmp_path / "empty").x_train) == 7
+
+
 # --------------------------------------------------------------------------- CIFAR
 
 

@@ -55,11 +55,11 @@ def make_method():
     draws (labeled, unlabeled) batches for it."""
     aug = Augmenter((0.5,), (0.25,), flip=False, translate=1, noise=0.0, device="cpu")
 
-    def make(name: str, *overrides: str, total_steps: int = 100, model=None, augment=aug):
+    def make(name: str, *overrides: str, total_steps: int = 100, model=None, augment=aug, **ctx_fields):
         cfg = config.load_config(None, [f"method={name}"] + [f"{name}.{o}" for o in overrides]).method_cfg
         model = model if model is not None else small_net()
         ctx = TrainContext(num_classes=4, total_steps=total_steps, augment=augment, normalize=aug.normalize,
-                           device=torch.device("cpu"), strong_augment=aug.strong)
+                           device=torch.device("cpu"), strong_augment=aug.strong, **ctx_fields)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         method = METHODS.get(name)(model, opt, cfg, ctx)
 

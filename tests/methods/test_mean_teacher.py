@@ -9,11 +9,13 @@ def params(model):
 
 
 def test_decay_is_capped_early_then_0_99_during_rampup_then_0_999(make_method):
-    method, _ = make_method("mean_teacher", "rampup_fraction=0.25", total_steps=10000)
+    method, _ = make_method("mean_teacher", "rampup_fraction=0.25", total_steps=40000)
     assert method.decay(0) == 0.0
     assert method.decay(49) == pytest.approx(0.98)   # 1 - 1/(t+1)
-    assert method.decay(2000) == pytest.approx(0.99)
-    assert method.decay(2500) == pytest.approx(0.999) and method.decay(9999) == pytest.approx(0.999)
+    assert method.decay(8000) == pytest.approx(0.99)
+    assert method.decay(10000) == pytest.approx(0.999) and method.decay(39999) == pytest.approx(0.999)
+    short, _ = make_method("mean_teacher", "rampup_fraction=0.25", total_steps=10000)
+    assert short.decay(9999) == pytest.approx(0.998)  # capped at the horizon, 5% of the run
 
 
 def test_teacher_is_the_moving_average_of_the_student(make_method):
@@ -56,7 +58,7 @@ def test_engine_selects_and_saves_the_teacher(tmp_path):
     from metassl.engine.trainer import Trainer
 
     cfg = config.load_config(None, ["dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5",
-                                    "method=mean_teacher", "steps=6", "eval_every=6", "batch_size=16",
+                                    "method=mean_teacher", "steps=6", "eval_every=6", "batch_size=16", "mean_teacher.ema_horizon_steps=4",
                                     "tensorboard=false"])
     trainer = Trainer(cfg, tmp_path)
     trainer.fit()

@@ -38,9 +38,9 @@ def test_label_guess_averages_the_views_sharpens_and_leaves_bn_alone(make_method
     _, unlabeled = batches(n_u=8)
     views = torch.cat([unlabeled.x, method.ctx.augment(unlabeled.raw)])
     before = copy.deepcopy(method.model.state_dict())
-    q = method.guess_labels(views, k=2)
+    q, logs = method.guess_labels(views, k=2, labeled=None)
     assert all(torch.equal(before[k], v) for k, v in method.model.state_dict().items())
-    assert not q.requires_grad and q.shape == (8, 4)
+    assert not q.requires_grad and q.shape == (8, 4) and logs == {}
     with torch.no_grad():
         p = copy.deepcopy(method.model)(views).softmax(1)
     mean = (p[:8] + p[8:]) / 2

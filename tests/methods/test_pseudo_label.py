@@ -22,7 +22,7 @@ def test_confidence_mask_drops_low_confidence_rows():
 
 
 def test_alpha_is_zero_until_t1_then_linear_to_alpha_f_at_t2(make_method):
-    method, _ = make_method("pseudo_label", "alpha_f=3.0", "t1=0.1", "t2=0.6", total_steps=1000)
+    method, _ = make_method("pseudo_label", "alpha_f=3.0", "t1_fraction=0.1", "t2_fraction=0.6", total_steps=1000)
     assert [method.alpha(s) for s in (0, 99, 100, 350, 600, 999)] == pytest.approx([0, 0, 0, 1.5, 3, 3])
 
 

@@ -178,7 +178,7 @@ def test_unknown_model_lists_choices():
 
 
 def test_registry_has_every_family():
-    assert set(ALL) == {"mlp", "cnn3", "convlarge", "wrn28_2", "wrn28_10", "preact_resnet18",
+    assert set(ALL) == {"mlp", "cnn3", "cnn3_dropout", "convlarge", "wrn28_2", "wrn28_10", "preact_resnet18",
                         "preact_resnet34", "shakeshake26", "resnet18"}
 
 
@@ -325,3 +325,16 @@ def test_shake_jvp_uses_backward_coefficient():
     shake(b1, zeros, training=True).sum().backward()
     torch.testing.assert_close(tangent, b1.grad)
     assert not torch.allclose(alpha, tangent)
+
+
+def test_cnn3_dropout_is_stochastic_in_training_and_deterministic_in_eval():
+    torch.manual_seed(0)
+    net = create_model("cnn3_dropout", 1, 10, 28)
+    plain = create_model("cnn3", 1, 10, 28)
+    assert sum(isinstance(m, torch.nn.Dropout2d) for m in net.modules()) == 2
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in plain.parameters())
+    x = torch.randn(4, 1, 28, 28)
+    net.train()
+    assert not torch.allclose(net(x), net(x))
+    net.eval()
+    assert torch.equal(net(x), net(x))

@@ -1,0 +1,54 @@
+"""Feature vectors (N x D numbers) as a dataset, the way `SSLClassifier` takes them.
+
+The engine stores and augments every dataset as 8-bit images, so vectors are encoded by
+`metassl.api.inference.VectorEncoder`, fitted on the training rows (labeled and unlabeled),
+into 1 x S x S images; the dataset's ``vectors`` carries the encoder's per-feature mean and
+std so that predict and export read N x D inputs the same way. Read from an `.npz` whose
+``x`` is N x D (`metassl.data.files.load_npz`) or from a CSV table of numbers
+(`metassl.data.files.load_csv`).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from metassl.data.sources import ArrayDataset, from_arrays
+from metassl.errors import DataError
+
+
+def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
+    """``x`` as float64 N x D, or a one-line DataError naming ``source`` and ``what``."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim != 2 or a.shape[1] == 0:
+        raise DataError(f"data: {source} {what} has shape {'x'.join(map(str, a.shape))}; "
+                        "expected feature vectors N x D")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise DataError(f"data: {source} {what} holds {a.dtype}; expected numbers")
+    a = a.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(a))
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        raise DataError(f"data: {source} {what}[{i}, {j}] = {a[i, j]} is not a finite number")
+    return a
+
+
+def from_vectors(name: str, x: Any, y: Any, x_test: Any = None, y_test: Any = None,
+                 classes: Optional[Sequence[str]] = None) -> ArrayDataset:
+    """An `ArrayDataset` of encoded vectors; ``y`` may mark unlabeled rows with -1."""
+    from metassl.api.inference import VectorEncoder  # deferred: the API builds on the data layer
+
+    x = check_vectors(name, "x", x)
+    if x_test is not None:
+        x_test = check_vectors(name, "x_test", x_test)
+        if x_test.shape[1] != x.shape[1]:
+            raise DataError(f"data: {name}: x_test has {x_test.shape[1]} features but x has {x.shape[1]}")
+    encoder = VectorEncoder.fit(x)
+
+    def encode(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+        return None if a is None else encoder(torch.from_numpy(a)).to(torch.uint8)
+
+    data = from_arrays(name, encode(x), y, encode(x_test), y_test, classes=classes, allow_unlabeled=True)
+    data.vectors = encoder.info()
+    return data

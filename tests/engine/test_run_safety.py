@@ -1,0 +1,231 @@
+"""What a run directory is guaranteed against: divergence, foreign checkpoints, two processes at once,
+kills at awkward moments, and a replacement run that fails to start."""
+import fcntl
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from metassl import config
+from metassl.engine import rundir
+from metassl.engine.trainer import Trainer
+from tests.conftest import FAST, REPO
+
+
+def _files(path):
+    return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and p.name != rundir.LOCK_FILE}
+
+
+def _one_line(proc):
+    """The one error line (a run that started has said so on the line before)."""
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("metassl: training ")]
+    assert len(lines) == 1 and lines[0].startswith("metassl: error: "), proc.stderr
+    return lines[0]
+
+
+def _all_finite(tree):
+    if isinstance(tree, torch.Tensor):
+        return not tree.is_floating_point() or bool(torch.isfinite(tree).all())
+    if isinstance(tree, dict):
+        return all(_all_finite(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(_all_finite(v) for v in tree)
+    return True
+
+
+def _rows(path, name="metrics.jsonl"):
+    return [json.loads(line) for line in (path / name).read_text().splitlines()]
+
+
+def _without_times(rows):
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_read_its_data(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    before = _files(out)
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for name, dims in zip(("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                           "t10k-labels-idx1-ubyte"), [(20, 28, 28), (20,), (10, 28, 28), (10,)]):
+        header = struct.pack(">BBBB", 0, 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+        (data / name).write_bytes(header + bytes(10))  # every file truncated
+    proc = cli("train", "--out", str(out), "--overwrite", "dataset=mnist", f"data_root={data}", "model=mlp",
+               "steps=5")
+    assert proc.returncode == 1 and "is truncated" in _one_line(proc)
+    assert _files(out) == before
+    # data that reads but no model can take (4x4 images) is refused as late, and as harmlessly
+    small = tmp_path / "small.npz"
+    np.savez(small, x=np.zeros((40, 4, 4), np.uint8), y=np.arange(40) % 2, x_test=np.zeros((2, 4, 4), np.uint8),
+             y_test=np.array([0, 1]))
+    proc = cli("train", "--out", str(out), "--overwrite", *FAST, "dataset=npz", f"data_root={small}", "steps=5")
+    assert proc.returncode == 2 and "image_size must be an integer >= 8" in _one_line(proc)
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("lr", ["1e6", "100"])
+def test_real_divergence_never_saves_a_non_finite_checkpoint(cli, tmp_path, lr):
+    out = tmp_path / "run"
+    proc = cli("train", "--out", str(out), *FAST, f"lr={lr}", "schedule.name=constant", "checkpoint_every=1",
+               "eval_every=5", "log_every=1000", "steps=200")
+    line = _one_line(proc)
+    assert proc.returncode == 3 and "became NaN or inf by step" in line and "last good checkpoint" in line
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert f"(step {state['step']}) is kept" in line
+    assert any("running_var" in k for k in state["model"])
+    assert state["optimizer"]["state"] and _all_finite(state["optimizer"]["state"])
+    assert _all_finite(state["model"]) and _all_finite(state["ema"]) and _all_finite(state["method"])
+    if (out / "best.pt").exists():
+        assert _all_finite(torch.load(out / "best.pt", weights_only=True)["model"])
+
+
+def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    cli("train", "--out", str(mine), *FAST, "steps=5", "eval_every=5", check=True)
+    cli("train", "--out", str(other), *FAST, "method=mixup", "steps=5", "eval_every=5", check=True)
+    own = (mine / "checkpoint.pt").read_bytes()
+    shutil.copy(other / "checkpoint.pt", mine / "checkpoint.pt")
+    before = _files(mine)
+    proc = cli("train", "--resume", str(mine), "steps=10")
+    line = _one_line(proc)
+    assert proc.returncode == 1 and "belongs to another run" in line
+    assert "method='mixup'" in line and "method='supervised'" in line
+    assert _files(mine) == before  # config.yaml and data_info.json included
+
+    # its own checkpoint, but split.json no longer the split it was trained on
+    (mine / "checkpoint.pt").write_bytes(own)
+    split = json.loads((mine / "split.json").read_text())
+    split["labeled"][0], split["unlabeled"][0] = split["unlabeled"][0], split["labeled"][0]
+    (mine / "split.json").write_text(json.dumps(split))
+    before = _files(mine)
+    proc = cli("train", "--resume", str(mine), "steps=10")
+    assert proc.returncode == 1 and "another split" in _one_line(proc)
+    assert _files(mine) == before
+
+
+def _wait_for_lock(path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (path / rundir.LOCK_FILE).exists():
+            with open(path / rundir.LOCK_FILE) as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+        time.sleep(0.05)
+    raise AssertionError("the run never took its lock")
+
+
+def _start(*args):
+    return subprocess.Popen([sys.executable, "-m", "metassl.cli", "train", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_resumes_at_once_the_second_is_refused_and_a_kill_releases_the_lock(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    first = _start("--resume", str(out), "steps=1000000")
+    try:
+        _wait_for_lock(out, first)
+        proc = cli("train", "--resume", str(out), timeout=120)
+        assert proc.returncode == 1
+        assert f"{out} is in use by another metassl process (pid {first.pid})" in _one_line(proc)
+        deadline = time.time() + 120
+        while len(_rows(out)) < 2 and time.time() < deadline:  # training, with its signal handlers, is on
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 130, err
+    finally:
+        first.kill()
+    steps = [r["step"] for r in _rows(out)]
+    assert steps == sorted(set(steps))
+
+    # kill -9 leaves no lock behind
+    again = _start("--resume", str(out))
+    try:
+        _wait_for_lock(out, again)
+        again.send_signal(signal.SIGKILL)
+        again.wait(timeout=120)
+    finally:
+        again.kill()
+    rundir.lock_run(out).close()
+
+
+def test_a_new_run_is_refused_while_another_process_holds_the_directory(cli, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = rundir.lock_run(out)
+    try:
+        proc = cli("train", "--out", str(out), *FAST, "steps=5")
+        assert proc.returncode == 1 and "is in use by another metassl process" in _one_line(proc)
+        assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK_FILE]
+    finally:
+        lock.close()
+    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    assert (out / "final.json").exists()
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    stale = [out / ".checkpoint.pt.tmp4242", out / ".best.pt.tmp17", out / ".data_info.json.tmp99"]
+    for path in stale:
+        path.write_bytes(b"")
+    keep = out / ".notes.tmp1"
+    keep.write_text("mine")
+    cli("train", "--resume", str(out), "steps=10", check=True)
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def test_a_kill_between_an_evaluation_and_its_checkpoint_leaves_no_duplicate_row(tmp_path):
+    cfg = config.load_config(None, FAST + ["steps=30", "eval_every=10"])
+    Trainer(cfg, tmp_path / "whole").fit()
+
+    part = tmp_path / "part"
+    trainer = Trainer(cfg, part)
+    real_save = trainer.save
+
+    def killed_at_20():
+        if trainer.step == 20:
+            raise KeyboardInterrupt
+        real_save()
+
+    trainer.save = killed_at_20
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [r["step"] for r in _rows(part)] == [10, 20]
+    Trainer(cfg, part, resume=True).fit()
+    assert [r["step"] for r in _rows(part)] == [10, 20, 30]
+    assert _without_times(_rows(part)) == _without_times(_rows(tmp_path / "whole"))
+
+
+def test_train_averages_after_resuming_from_a_non_evaluation_step_cover_the_whole_interval(tmp_path):
+    cfg = config.load_config(None, FAST + ["steps=30", "eval_every=20", "checkpoint_every=5"])
+    Trainer(cfg, tmp_path / "whole").fit()
+
+    part = tmp_path / "part"
+    trainer = Trainer(cfg, part)
+    real_save = trainer.save
+
+    def killed_after_25():
+        real_save()
+        if trainer.step == 25:
+            raise KeyboardInterrupt
+
+    trainer.save = killed_after_25
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    Trainer(cfg, part, resume=True).fit()
+    whole, resumed = _rows(tmp_path / "whole"), _rows(part)
+    assert [r["step"] for r in resumed] == [20, 30]
+    assert resumed[1]["train_loss"] == whole[1]["train_loss"]
