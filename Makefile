@@ -25,7 +25,7 @@ fashion-data:
 	fi
 
 demo: install
-	$(VENV)/bin/metassl bench digits --out runs/demo
+	$(VENV)/bin/metassl bench digits --out runs/demo --jobs 2
 	$(VENV)/bin/metassl report runs/demo
 
 test: install fashion-data

@@ -171,8 +171,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
                    "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")
     b.add_argument("--model", default="cnn3", help="speed: model to time")
-    b.add_argument("--methods", nargs="*", help="speed: methods to time (default all); "
-                   "name:key=value,... times a variant, e.g. metamixup:grad=first_order")
+    b.add_argument("--methods", nargs="*", help="speed: methods to time (default all, and "
+                   "meta_pl_mixup_reference, the authors' iteration); name:key=value,... times a variant "
+                   "setting the method's keys or amp, compile, lr, momentum, nesterov, weight_decay, steps, "
+                   "e.g. metamixup:grad=first_order or supervised:compile=on")
     b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
     b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
     b.add_argument("--layout", choices=["nhwc", "nchw"],

@@ -128,6 +128,9 @@ class TrainConfig:
     # NHWC layout for image models: null = on CUDA only (on CPUs it slows the steps that differentiate
     # through a gradient by 16-47% and leaves plain steps within 10%), true = every device, false = never.
     channels_last: Optional[bool] = None
+    # torch.compile the model's passes where the method's step allows it (not through a double
+    # backward); auto: only runs of at least 10000 steps, long enough to repay the compile time.
+    compile: Literal["off", "on", "auto"] = "off"
     tensorboard: bool = True  # write TensorBoard scalars
     # Filled from the section named after ``method``; validated by that method's Config.
     method_cfg: Any = field(default=None, metadata={"internal": True})

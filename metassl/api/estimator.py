@@ -44,6 +44,10 @@ class InputError(DataError, ValueError):
     """Arrays that SSLClassifier cannot take: a DataError, and the ValueError scikit-learn expects."""
 
 
+class InputTypeError(DataError, TypeError):
+    """Inputs of a type SSLClassifier cannot take (sparse matrices, objects that are not numbers)."""
+
+
 class NotFitted(ConfigError, NotFittedError):
     """predict before fit: a ConfigError, and scikit-learn's NotFittedError."""
 
@@ -265,18 +269,20 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         return est
 
 
-def _input_error(exc: DataError) -> InputError:
-    return exc if isinstance(exc, InputError) else InputError(str(exc))
+def _input_error(exc: DataError) -> DataError:
+    return exc if isinstance(exc, (InputError, InputTypeError)) else InputError(str(exc))
 
 
 def _array(x: Any, what: str) -> np.ndarray:
     """``x`` as a numpy array checked as scikit-learn checks inputs (dense, numeric, finite, not
     empty); images may have more than two dimensions. A problem is an InputError on one line."""
     try:
-        return check_array(_numpy(x), dtype="numeric", allow_nd=True, input_name=what)
+        return check_array(_numpy(x) if isinstance(x, torch.Tensor) else x, dtype="numeric", allow_nd=True,
+                           input_name=what)
     except (TypeError, ValueError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("array=")]
-        raise InputError(f"{what}: {' '.join(lines)}") from None
+        kind = InputTypeError if isinstance(exc, TypeError) else InputError
+        raise kind(f"{what}: {' '.join(lines)}") from None
 
 
 def _numpy(x: Any) -> np.ndarray:

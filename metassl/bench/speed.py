@@ -5,6 +5,13 @@ them alike; the median is reported. Peak memory is the CUDA allocator's peak on 
 CPU each method runs in a fresh subprocess and the peak resident-set growth over its steps is
 reported: the resident set is sampled during three steps, after a first step has allocated what
 persists (optimizer state), with glibc returning freed blocks at once.
+
+A row is a method name, or ``name:key=value,...``: a variant setting keys of the method's section
+(``metamixup:grad=first_order``) or the top-level keys of a timed step (``BENCH_KEYS``:
+``supervised:compile=on``, ``meta_pl_mixup:amp=bf16``), so that one run interleaves a setting
+against its absence. Steps run as training runs them, under the run's ``amp`` (training's
+default: bf16 on CUDA, off on a CPU) and ``compile``; compiling happens in the warm-up steps and
+is reported apart. ``meta_pl_mixup_reference`` is the authors' iteration (``bench.reference``).
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import copy
 import json
 import os
 import resource
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -23,23 +31,52 @@ from typing import Optional
 
 import torch
 
-from metassl.config import build_dataclass, parse_overrides
+from metassl.bench.reference import REFERENCES
+from metassl.config import TrainConfig, parse_overrides, resolve
 from metassl.data.augment import Augmenter
 from metassl.data.stream import IndexStream
-from metassl.engine.setup import pick_device, use_channels_last
+from metassl.engine import compiling
+from metassl.engine.setup import autocast_for, pick_device, use_channels_last
+from metassl.errors import ConfigError
 from metassl.methods import METHODS, Batch, TrainContext
 from metassl.models import create_model
 
 POOL = 2048  # synthetic images each stream draws from
+# Top-level keys a variant may set: those that change how one step runs.
+BENCH_KEYS = ("amp", "compile", "lr", "momentum", "nesterov", "weight_decay", "steps")
+BENCH_DEFAULTS = {"lr": 0.01}  # the other keys keep training's defaults
+
+
+@dataclasses.dataclass
+class Variant:
+    cls: type             # the method (or reference) class
+    cfg: object           # its section's config
+    run: TrainConfig      # the top-level keys of the step
+
+
+def variant(spec: str) -> Variant:
+    """A row's method and settings: ``name`` or ``name:key=value,...``, each key one of the
+    method's own or one of ``BENCH_KEYS``."""
+    name, _, options = spec.partition(":")
+    cls, section = REFERENCES.get(name, (None, name))
+    cls = cls or METHODS.get(section)
+    tree = parse_overrides([o for o in options.split(",") if o])
+    own = {f.name for f in dataclasses.fields(cls.Config)}
+    top_level = {f.name for f in dataclasses.fields(TrainConfig)}
+    top = {k: v for k, v in tree.items() if k in top_level and k not in own}
+    for key in top:
+        if key not in BENCH_KEYS:
+            raise ConfigError(f"config: bench speed {spec!r}: {key} does not change a timed step; a variant "
+                              f"sets {name}'s own keys or {', '.join(BENCH_KEYS)}")
+    rest = {k: v for k, v in tree.items() if k not in top}
+    run = resolve({**BENCH_DEFAULTS, **top, "method": section, section: rest})
+    return Variant(cls, run.method_cfg, run)
 
 
 def method_spec(spec: str):
-    """(class, config) for a method name, optionally followed by overrides of its defaults,
-    ``metamixup:grad=first_order,meta_bn=eval``, so that variants of one method can be timed."""
-    name, _, options = spec.partition(":")
-    cls = METHODS.get(name)
-    overrides = parse_overrides([o for o in options.split(",") if o])
-    return cls, build_dataclass(cls.Config, overrides, name)
+    """(class, config of its section) of a row (``variant``)."""
+    v = variant(spec)
+    return v.cls, v.cfg
 
 
 def _sync(device: torch.device) -> None:
@@ -65,6 +102,7 @@ class Bench:
         if channels_last:  # as training lays it out (engine.setup)
             self.base_model = self.base_model.to(memory_format=torch.channels_last)
         self.classes = classes
+        self.compiled: dict[str, bool] = {}  # row -> whether its model runs compiled
 
     def batch(self, kind: str) -> Batch:
         idx = self.streams[kind].next()
@@ -72,21 +110,30 @@ class Bench:
         return Batch(x=self.aug(raw), raw=raw, y=self.y[idx], idx=idx)
 
     def method(self, name: str):
-        cls, cfg = method_spec(name)
+        v = variant(name)
+        run = v.run
         model = copy.deepcopy(self.base_model)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-        ctx = TrainContext(num_classes=self.classes, total_steps=1000, augment=self.aug,
+        opt = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=run.momentum,
+                              nesterov=run.nesterov and run.momentum > 0, weight_decay=run.weight_decay)
+        autocast, amp_dtype = autocast_for(run, self.device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        ctx = TrainContext(num_classes=self.classes, total_steps=run.steps, augment=self.aug,
                            normalize=self.aug.normalize, strong_augment=self.aug.strong,
-                           device=self.device, lr=lambda: 0.01,
+                           device=self.device, lr=lambda: run.lr, scaler=scaler, autocast=autocast,
                            sample_val=lambda: self.batch("val"), num_train=POOL, num_unlabeled=POOL)
-        return cls(model, opt, cfg, ctx)
+        method = v.cls(model, opt, v.cfg, ctx)
+        self.compiled[name] = compiling.wanted(run.compile, method.compiles(), run.steps, self.device)
+        if self.compiled[name]:
+            compiling.compile_model(model)
+        return method
 
     def step(self, method, step: int) -> float:
         labeled = self.batch("labeled")
         unlabeled = self.batch("unlabeled") if method.needs_unlabeled else None
         _sync(self.device)
         t0 = time.perf_counter()
-        method.train_step(labeled, unlabeled, step)
+        with method.ctx.autocast():
+            method.train_step(labeled, unlabeled, step)
         _sync(self.device)
         return time.perf_counter() - t0
 
@@ -147,38 +194,56 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
               channels_last: Optional[bool] = None) -> list[dict]:
     dev = pick_device(device)
     channels_last = use_channels_last(channels_last, dev)
-    names = methods or METHODS.names()
-    for name in names:
-        method_spec(name)
+    names = methods or METHODS.names() + list(REFERENCES)
+    variants = {name: variant(name) for name in names}
     bench = Bench(model, batch_size, dev, channels_last=channels_last)
     instances = {name: bench.method(name) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
+    compile_s = {name: 0.0 for name in names}
     data_times = []
     peaks = {}
+
+    def timed(name: str, step: int) -> float:
+        if not bench.compiled[name]:
+            return bench.step(instances[name], step)
+        before = compiling.compile_seconds()
+        seconds = bench.step(instances[name], step)
+        compile_s[name] += compiling.compile_seconds() - before
+        return seconds
+
     for step in range(warmup):
-        for name, m in instances.items():
-            bench.step(m, step)
+        for name in names:
+            timed(name, step)
     for r in range(rounds):
-        for name, m in instances.items():
+        for name in names:
             if dev.type == "cuda" and r == 0:
                 torch.cuda.reset_peak_memory_stats(dev)
-            times[name].append(bench.step(m, warmup + r))
+            times[name].append(timed(name, warmup + r))
             if dev.type == "cuda" and r == 0:
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
         data_times.append(bench.data_step())
     if dev.type != "cuda":
         peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last) for name in names}
-    ref = statistics.median(times["supervised"]) if "supervised" in times else None
+    median_ms = {name: statistics.median(times[name]) * 1000 for name in names}
+    ref = median_ms.get("supervised")
     rows = []
     for name in names:
-        ms = statistics.median(times[name]) * 1000
+        ms, v = median_ms[name], variants[name]
+        plain = name.partition(":")[0]
+        images = batch_size * (2 if v.cls.needs_unlabeled else 1)
         rows.append({"method": name, "ms_per_step": round(ms, 3),
-                     "ratio_to_supervised": round(ms / (ref * 1000), 3) if ref else None,
+                     "ratio_to_supervised": round(ms / ref, 3) if ref else None,
+                     # a variant against the same method at its defaults, where the run has both
+                     "ratio_to_plain": round(ms / median_ms[plain], 3) if plain != name and plain in median_ms else None,
+                     "images_per_second": round(images / ms * 1000, 1),
                      "peak_mem_mb": round(peaks[name], 1) if peaks.get(name) is not None else None,
-                     "unlabeled": method_spec(name)[0].needs_unlabeled})
+                     "unlabeled": v.cls.needs_unlabeled,
+                     "amp": str(autocast_for(v.run, dev)[1] or "off").replace("torch.", ""),
+                     "compiled": bench.compiled[name],
+                     "compile_seconds": round(compile_s[name], 1) if bench.compiled[name] else None})
     data_ms = statistics.median(data_times) * 1000
     meta = {"model": model, "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
-            "rounds": rounds, "data_pipeline_ms": round(data_ms, 3),
+            "rounds": rounds, "warmup": warmup, "data_pipeline_ms": round(data_ms, 3),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)"}
     out.mkdir(parents=True, exist_ok=True)
@@ -194,9 +259,14 @@ def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
         lines += [f"Model {meta['model']}, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
                   f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps. "
                   f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]
-    lines += ["| method | ms/step | x supervised | peak MB |", "|---|---|---|---|"]
+    lines += ["| method | ms/step | x supervised | x plain | images/s | amp | compiled (s) | peak MB |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_supervised']} | {r['peak_mem_mb']} |")
+        compiled = f"{r.get('compile_seconds')}" if r.get("compiled") else "-"
+        plain = r.get("ratio_to_plain")
+        lines.append(f"| {r['method']} | {r['ms_per_step']:.2f} | {r['ratio_to_supervised']} | "
+                     f"{plain if plain is not None else '-'} | {r.get('images_per_second')} | {r.get('amp', 'off')} | "
+                     f"{compiled} | {r['peak_mem_mb']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,12 @@ Layouts, each found at the config key `data_root`:
                test/<class>/<image>      optional
   csv          a CSV file of `path,label[,split]` rows; an empty label marks an unlabeled
                image, split is `train` (the default) or `test`; paths are relative to the
-               CSV's folder; an optional header row names the columns (others are ignored)
-  npz          an `.npz` archive with `x` (N,C,H,W or N,H,W; uint8 or float 0..1), `y`
-               (-1 marks unlabeled), optional `x_test`, `y_test` and `classes` (names)
+               CSV's folder; an optional header row names the columns (others are ignored).
+               Or a table of feature vectors: numbers in every column but the label (the
+               column a header names `label`, else the last) and an optional `split` column
+  npz          an `.npz` archive with `x` (N,C,H,W or N,H,W; uint8 or float 0..1; or N,D
+               feature vectors), `y` (-1 marks unlabeled), optional `x_test`, `y_test` and
+               `classes` (names)
   imagenet     ILSVRC2012 as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (val sorted into
                class folders); `imagenet_fraction` reads that share of each class
 

@@ -20,7 +20,7 @@ from metassl.errors import CheckpointError, ConfigError
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
-RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard"}
+RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard", "compile"}
 # Config keys that may differ between a checkpoint and the run resuming it (they change no result).
 NOT_IDENTITY_KEYS = RESUMABLE_KEYS | {"threads"}
 LOCK_FILE = ".lock"

@@ -18,7 +18,7 @@ from metassl.data.files import save_data_info
 from metassl.data.sources import ArrayDataset
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
-from metassl.engine import dist, rundir
+from metassl.engine import compiling, dist, rundir
 from metassl.engine.ema import ModelEMA
 from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
@@ -100,6 +100,11 @@ class Trainer:
             sample_val=self._val_batch if self.val_stream is not None else None,
             scaler=scaler, autocast=s.autocast, num_train=len(s.x), num_unlabeled=len(s.split.unlabeled))
         self.method = method_cls(self.model, self.optimizer, cfg.method_cfg, self.ctx)
+        # After the method is built, so that the copies it made of the model (teachers) stay eager.
+        self.compiled = compiling.wanted(cfg.compile, self.method.compiles(), cfg.steps, s.device)
+        if self.compiled:
+            compiling.compile_model(s.model)
+        self.compile_s, self._compile_mark = 0.0, 0.0
         self.step = 0
         self.best = {"val_error": None, "test_error": None, "step": None}
         self.last_eval: dict = {}
@@ -215,7 +220,8 @@ class Trainer:
             "streams": {name: st.state_dict() for name, st in self._streams().items()},
             "best": self.best, "last_eval": self.last_eval,
             "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
-                         "train_seconds": self.train_seconds, "images": self.images},
+                         "train_seconds": self.train_seconds, "images": self.images,
+                         "compile": self.compile_seconds()},
             "config": yaml.safe_dump(config_mod.dump(self.cfg)), "split": self.split_digest,
             "interval": {"sums": {k: v.detach().cpu() for k, v in self.interval.items()},
                          "count": self.interval_count},
@@ -230,6 +236,10 @@ class Trainer:
 
     def cpu_seconds(self) -> float:
         return self.cpu + time.process_time() - self._cpu_mark
+
+    def compile_seconds(self) -> float:
+        """Seconds torch.compile spent building this run's graphs (``compile``), resumes included."""
+        return self.compile_s + (compiling.compile_seconds() - self._compile_mark if self.compiled else 0.0)
 
     def _streams(self) -> dict:
         streams = {"labeled": self.labeled, "unlabeled": self.unlabeled, "val": self.val_stream}
@@ -258,6 +268,7 @@ class Trainer:
         c = state["counters"]
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
         self.cpu = c.get("cpu", 0.0)
+        self.compile_s = c.get("compile", 0.0)
         interval = state.get("interval") or {"sums": {}, "count": 0}
         self.interval = {k: v.to(self.s.device) for k, v in interval["sums"].items()}
         self.interval_count = interval["count"]
@@ -303,6 +314,8 @@ class Trainer:
         bad = torch.zeros((), dtype=torch.bool, device=dev)
         start = time.perf_counter()
         self._cpu_mark = time.process_time()
+        if self.compiled:
+            self._compile_mark = compiling.compile_seconds()
         tick, tick_images = start, self.images
         per_step_images = cfg.batch_size + (cfg.u_batch_size if self.unlabeled is not None else 0)
         try:
@@ -374,6 +387,7 @@ class Trainer:
             "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
             "device": str(self.s.device), "test_held_out": self.s.data.test_held_out,
+            "compiled": self.compiled, "compile_seconds": round(self.compile_seconds(), 3),
             "evaluated": self.evaluated(),
         }
         if self.writes:

@@ -72,6 +72,11 @@ class Method:
             loss.backward()
             self.optimizer.step()
 
+    def compiles(self) -> bool:
+        """Whether the ``compile`` key may run this step's passes through torch.compile
+        (``engine.compiling``); False where a pass is one compiled graphs cannot run."""
+        return True
+
     def eval_model(self) -> Optional[nn.Module]:
         """The network to evaluate and select, where the method keeps a better one than the
         student (a teacher); None: the engine's choice (its EMA weights, or the model)."""

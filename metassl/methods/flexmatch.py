@@ -28,7 +28,7 @@ from metassl.methods.fixmatch import FixMatch, FixMatchConfig
 
 @dataclass
 class FlexMatchConfig(FixMatchConfig):
-    threshold_warmup: bool = True
+    threshold_warmup: bool = True  # β normalised by max(max_c σ_t, N - Σ_c σ_t); false: by max_c σ_t
 
 
 @METHODS.register("flexmatch")

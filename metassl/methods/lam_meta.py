@@ -212,6 +212,11 @@ class LearnedLam:
         self.learned_lam = MetaLam(self.model, cfg, self.ctx)
         self.lam_log = LamRecorder(self.ctx.num_classes, self.ctx.device, baseline_alpha)
 
+    def compiles(self) -> bool:
+        # Exact: a double backward. First order: the difference passes replay the look-ahead's
+        # kinks through a function mode, which a compiled graph does not see.
+        return False
+
     def on_evaluate(self, step: int, run_dir: Optional[Path]) -> dict:
         return self.lam_log.flush(step, run_dir)
 

@@ -85,6 +85,10 @@ class PseudoLabelSSL(Method):
         super().__init__(model, optimizer, cfg, ctx)
         self.phi = PHI[cfg.consistency]
 
+    def compiles(self) -> bool:
+        # Forward mode (``pseudo_grad=jvp``) is a function transform over the passes.
+        return getattr(self.cfg, "pseudo_grad", "fd") == "fd"
+
     def pseudo_labels(self, labeled: Batch, x_u: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """ŷ (no graph) and extra scalars to log."""
         raise NotImplementedError

@@ -31,6 +31,9 @@ class MetaPLExactConfig(MetaStepConfig):
 class MetaPLExact(MetaPL):
     Config = MetaPLExactConfig
 
+    def compiles(self) -> bool:
+        return False  # the hypergradient is a double backward
+
     def meta_grad(self, labeled, x_u):
         cfg, model = self.cfg, self.model
         theta = meta.params(model)

@@ -47,7 +47,7 @@ SCHEDULES = {
 class UDAConfig(FixMatchConfig):
     threshold: float = bounded(0.8, 0.0, 1.0)                     # β of the confidence mask
     temperature: float = bounded(0.4, 0.0, lo_open=True)          # T of the sharpening
-    tsa: Literal["none", "exp", "log", "linear"] = "none"
+    tsa: Literal["none", "exp", "log", "linear"] = "none"  # training-signal annealing schedule of η_t
     tsa_fraction: float = run_fraction(1.0)                       # η_t reaches 1 at this share of the run
     tsa_steps: Optional[int] = step_count()
 

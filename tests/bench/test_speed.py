@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from metassl.bench.speed import run_speed
@@ -49,3 +50,58 @@ def test_the_newer_baselines_and_the_plug_in_variants_take_bench_steps():
         assert bench.step(method, 0) > 0
         assert method.cfg.meta_gradient == name.endswith("meta_gradient=true")
 
+
+
+def test_variants_set_the_top_level_keys_of_a_step():
+    from metassl.bench.speed import variant
+    from metassl.errors import ConfigError
+    from metassl.methods import METHODS
+
+    v = variant("supervised:compile=on")
+    assert v.run.compile == "on" and v.cfg == METHODS.get("supervised").Config()
+    v = variant("meta_pl_mixup:amp=bf16,gamma=0.5")
+    assert (v.run.amp, v.cfg.gamma, v.run.lr) == ("bf16", 0.5, 0.01)
+    assert variant("supervised:lr=0.1,steps=20000").run.steps == 20000
+    # A key of the method's own section is the method's, even where a top-level key shares its name.
+    v = variant("mean_teacher:ema_decay=0.9")
+    assert v.cfg.ema_decay == 0.9 and v.run.ema_decay == 0.0
+    for spec, key in [("supervised:dataset=mnist", "dataset"), ("supervised:amp=fp8", "amp"),
+                      ("meta_pl:amp=fp16", "fp16"), ("supervised:compile=maybe", "compile")]:
+        with pytest.raises(ConfigError, match=key):
+            variant(spec)
+
+
+def test_one_run_interleaves_a_top_level_setting_against_its_absence(tmp_path, monkeypatch):
+    from metassl.bench import speed
+
+    monkeypatch.setattr(speed, "_peak_mb_subprocess", lambda *args: None)
+    seen = set()
+    real = speed.Bench.step
+
+    def step(self, method, i):
+        inner = method.train_step
+
+        def observed(*args):
+            seen.add((type(method).__name__, torch.is_autocast_enabled("cpu"),
+                      method.optimizer.param_groups[0]["lr"]))
+            return inner(*args)
+
+        method.train_step = observed
+        try:
+            return real(self, method, i)
+        finally:
+            method.train_step = inner
+
+    monkeypatch.setattr(speed.Bench, "step", step)
+    names = ["supervised", "supervised:lr=0.1", "meta_pl_mixup", "meta_pl_mixup:amp=bf16", "meta_pl_mixup_reference"]
+    rows = run_speed(tmp_path, model="mlp", methods=names, batch_size=8, rounds=1, warmup=1, device="cpu")
+    assert seen == {("Supervised", False, 0.01), ("Supervised", False, 0.1), ("MetaPLMixup", False, 0.01),
+                    ("MetaPLMixup", True, 0.01), ("MetaPLMixupReference", False, 0.01)}
+    by = {r["method"]: r for r in rows}
+    assert [r["method"] for r in rows] == names
+    assert [by[n]["amp"] for n in names] == ["off", "off", "off", "bfloat16", "off"]
+    assert by["meta_pl_mixup:amp=bf16"]["ratio_to_plain"] > 0 and by["supervised:lr=0.1"]["ratio_to_plain"] > 0
+    assert by["meta_pl_mixup"]["ratio_to_plain"] is None and by["meta_pl_mixup_reference"]["ratio_to_plain"] is None
+    assert not any(r["compiled"] for r in rows)
+    assert by["supervised"]["images_per_second"] == pytest.approx(8 / by["supervised"]["ms_per_step"] * 1000, rel=1e-2)
+    assert "| meta_pl_mixup_reference |" in (tmp_path / "speed.md").read_text()

@@ -44,13 +44,18 @@ def _rows(path, name="metrics.jsonl"):
     return [json.loads(line) for line in (path / name).read_text().splitlines()]
 
 
+def _train(out, *overrides):
+    """A finished run in ``out``, trained in this process (the command line is what is tested)."""
+    Trainer(config.load_config(None, FAST + list(overrides)), out).fit()
+
+
 def _without_times(rows):
     return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_read_its_data(cli, tmp_path):
     out = tmp_path / "run"
-    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    _train(out, "steps=5", "eval_every=5")
     before = _files(out)
     data = tmp_path / "mnist"
     data.mkdir()
@@ -89,8 +94,8 @@ def test_real_divergence_never_saves_a_non_finite_checkpoint(cli, tmp_path, lr):
 
 def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_path):
     mine, other = tmp_path / "mine", tmp_path / "other"
-    cli("train", "--out", str(mine), *FAST, "steps=5", "eval_every=5", check=True)
-    cli("train", "--out", str(other), *FAST, "method=mixup", "steps=5", "eval_every=5", check=True)
+    _train(mine, "steps=5", "eval_every=5")
+    _train(other, "method=mixup", "steps=5", "eval_every=5")
     own = (mine / "checkpoint.pt").read_bytes()
     shutil.copy(other / "checkpoint.pt", mine / "checkpoint.pt")
     before = _files(mine)
@@ -132,7 +137,7 @@ def _start(*args):
 
 def test_two_resumes_at_once_the_second_is_refused_and_a_kill_releases_the_lock(cli, tmp_path):
     out = tmp_path / "run"
-    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    _train(out, "steps=5", "eval_every=5")
     first = _start("--resume", str(out), "steps=1000000")
     try:
         _wait_for_lock(out, first)
@@ -171,13 +176,14 @@ def test_a_new_run_is_refused_while_another_process_holds_the_directory(cli, tmp
         assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK_FILE]
     finally:
         lock.close()
-    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
-    assert (out / "final.json").exists()
+    created, lock = rundir.claim_new(out, overwrite=False)  # released, and nothing of a run left
+    assert not created
+    lock.close()
 
 
 def test_stale_temporary_files_of_a_killed_run_are_removed(cli, tmp_path):
     out = tmp_path / "run"
-    cli("train", "--out", str(out), *FAST, "steps=5", "eval_every=5", check=True)
+    _train(out, "steps=5", "eval_every=5")
     stale = [out / ".checkpoint.pt.tmp4242", out / ".best.pt.tmp17", out / ".data_info.json.tmp99"]
     for path in stale:
         path.write_bytes(b"")

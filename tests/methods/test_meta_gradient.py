@@ -9,6 +9,7 @@ from torch.func import functional_call
 from metassl import config
 from metassl.errors import ConfigError
 from metassl.methods.meta_labels import project_rows
+from tests.methods.conftest import MARGIN
 
 PLUGGED = ["pseudo_label", "fixmatch", "uda", "flexmatch", "freematch", "softmatch", "mixmatch", "mean_teacher"]
 # Where the threshold or ramp would hide the unlabeled loss in two steps of a fresh net.
@@ -37,6 +38,13 @@ def run_steps(make_method, name, *overrides, steps=2):
     return method, logs
 
 
+def flat(state: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in state.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 @pytest.mark.parametrize("name", PLUGGED)
 def test_a_zero_meta_step_is_the_method_bit_for_bit(make_method, name):
     plain, plain_logs = run_steps(make_method, name)
@@ -48,6 +56,8 @@ def test_a_zero_meta_step_is_the_method_bit_for_bit(make_method, name):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for key, value in plain.model.state_dict().items():
         assert torch.equal(value, zero.model.state_dict()[key]), key
+    for key, value in flat(plain.state_dict()).items():  # thresholds, EMAs, memories, teachers
+        assert torch.equal(value, flat(zero.state_dict())[key]), key
     # ... and a non-zero step changes the run.
     assert moved_logs[0]["pl_shift"] > 0
     assert any(not torch.equal(v, moved.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
@@ -126,3 +136,7 @@ def test_fp16_is_refused_where_the_plug_in_takes_look_ahead_gradients():
         config.load_config(None, ["method=fixmatch", "fixmatch.meta_gradient=true", "amp=fp16"])
     assert config.load_config(None, ["method=fixmatch", "amp=fp16"]).amp == "fp16"
     assert config.load_config(None, ["method=uda", "uda.meta_gradient=true", "amp=bf16"]).amp == "bf16"
+
+
+def test_fixmatch_with_the_plug_in_beats_supervised_on_digits(digits_error, supervised_error):
+    assert digits_error("fixmatch", "fixmatch.meta_gradient=true") < supervised_error - MARGIN

@@ -110,7 +110,7 @@ def test_without_the_meta_step_the_targets_are_the_eval_mode_predictions():
 
 
 def test_projection_keeps_rows_on_the_simplex():
-    from metassl.methods.meta_pl_base import project_rows
+    from metassl.methods.meta_labels import project_rows
     y = torch.tensor([[0.7, -0.2, 0.5], [-1.0, -2.0, -0.1], [0.2, 0.3, 0.5]])
     out = project_rows(y)
     assert torch.allclose(out[0], torch.tensor([0.7, 0.0, 0.5]) / 1.2)
