@@ -91,7 +91,8 @@ def cmd_bench(args) -> int:
     if args.suite == "speed":
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,
-                               channels_last=None if args.layout is None else args.layout == "nhwc")
+                               channels_last=None if args.layout is None else args.layout == "nhwc",
+                               shape=(args.channels, args.image_size, args.image_size))
         print(speed.to_markdown(rows))
         return 0
     table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides, only=args.only,
@@ -177,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
                    "e.g. metamixup:grad=first_order or supervised:compile=on")
     b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
     b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
+    b.add_argument("--image-size", type=int, default=28, help="speed: side of the synthetic images (default 28)")
+    b.add_argument("--channels", type=int, default=1, choices=[1, 3], help="speed: image channels (default 1)")
     b.add_argument("--layout", choices=["nhwc", "nchw"],
                    help="speed: memory layout of images and conv weights (default: as training lays them out, "
                         "nhwc on CUDA and nchw on a CPU unless channels_last is set)")

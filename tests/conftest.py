@@ -17,6 +17,16 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
     return proc
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (scripts/gpu-check.sh runs them) are skipped where no GPU is."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def float64():
     """Double precision as the default dtype for one test (gradient checks)."""

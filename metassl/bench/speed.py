@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import resource
-import dataclasses
 import statistics
 import subprocess
 import sys
@@ -151,9 +151,11 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: bool = False) -> float | None:
+def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: bool = False,
+                        shape: tuple[int, int, int] = (1, 28, 28)) -> float | None:
     cmd = [sys.executable, "-m", "metassl.bench.speed", "--peak", name, "--model", model,
-           "--batch-size", str(batch_size), "--layout", "nhwc" if channels_last else "nchw"]
+           "--batch-size", str(batch_size), "--layout", "nhwc" if channels_last else "nchw",
+           "--shape", ",".join(map(str, shape))]
     # A fixed mmap threshold makes glibc hand large freed blocks back at once, so the resident
     # set follows the live tensors instead of staying at its high-water mark.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
@@ -164,10 +166,11 @@ def _peak_mb_subprocess(name: str, model: str, batch_size: int, channels_last: b
         return None
 
 
-def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool = False) -> float:
+def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool = False,
+                    shape: tuple[int, int, int] = (1, 28, 28)) -> float:
     """Peak resident-set growth over a step, above the state that persists between steps."""
     torch.set_num_threads(1)
-    bench = Bench(model, batch_size, torch.device("cpu"), channels_last=channels_last)
+    bench = Bench(model, batch_size, torch.device("cpu"), shape=shape, channels_last=channels_last)
     method = bench.method(name)
     bench.step(method, 0)  # optimizer state and caches that every later step keeps
     base = _rss_mb()
@@ -191,12 +194,13 @@ def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool 
 
 def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
               rounds: int = 20, warmup: int = 3, device: str = "auto",
-              channels_last: Optional[bool] = None) -> list[dict]:
+              channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28)) -> list[dict]:
+    """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width)."""
     dev = pick_device(device)
     channels_last = use_channels_last(channels_last, dev)
     names = methods or METHODS.names() + list(REFERENCES)
     variants = {name: variant(name) for name in names}
-    bench = Bench(model, batch_size, dev, channels_last=channels_last)
+    bench = Bench(model, batch_size, dev, shape=shape, channels_last=channels_last)
     instances = {name: bench.method(name) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     compile_s = {name: 0.0 for name in names}
@@ -223,7 +227,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
         data_times.append(bench.data_step())
     if dev.type != "cuda":
-        peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last) for name in names}
+        peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last, shape) for name in names}
     median_ms = {name: statistics.median(times[name]) * 1000 for name in names}
     ref = median_ms.get("supervised")
     rows = []
@@ -242,7 +246,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
                      "compiled": bench.compiled[name],
                      "compile_seconds": round(compile_s[name], 1) if bench.compiled[name] else None})
     data_ms = statistics.median(data_times) * 1000
-    meta = {"model": model, "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
+    meta = {"model": model, "image": "x".join(map(str, shape)), "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
             "rounds": rounds, "warmup": warmup, "data_pipeline_ms": round(data_ms, 3),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)"}
@@ -256,7 +260,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
 def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
     lines = []
     if meta:
-        lines += [f"Model {meta['model']}, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
+        lines += [f"Model {meta['model']} on {meta.get('image', '1x28x28')} images, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
                   f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps. "
                   f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]
     lines += ["| method | ms/step | x supervised | x plain | images/s | amp | compiled (s) | peak MB |",
@@ -276,5 +280,7 @@ if __name__ == "__main__":
     p.add_argument("--model", default="cnn3")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--layout", choices=["nhwc", "nchw"], default="nchw")
+    p.add_argument("--shape", default="1,28,28")
     a = p.parse_args()
-    print(_peak_cpu_child(a.peak, a.model, a.batch_size, a.layout == "nhwc"))
+    print(_peak_cpu_child(a.peak, a.model, a.batch_size, a.layout == "nhwc",
+                          tuple(int(v) for v in a.shape.split(","))))

@@ -35,19 +35,10 @@ def make_signals(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 
 
 def load_signals():
-    from metassl.api.inference import VectorEncoder  # deferred: it builds on the data layer
-    from metassl.data.sources import from_arrays
-    import torch
+    from metassl.data.vectors import from_vectors
 
     rng = np.random.default_rng(SIGNAL_SEED)
     x_train, y_train = make_signals(SIGNAL_TRAIN, rng)
     x_test, y_test = make_signals(SIGNAL_TEST, rng)
-    encoder = VectorEncoder.fit(x_train)
-
-    def encode(x: np.ndarray) -> torch.Tensor:
-        return encoder(torch.from_numpy(x)).to(torch.uint8)
-
-    data = from_arrays("signals", encode(x_train), y_train, encode(x_test), y_test,
-                       classes=[str(c) for c in range(SIGNAL_CLASSES)])
-    data.vectors = encoder.info()
-    return data
+    return from_vectors("signals", x_train, y_train, x_test, y_test,
+                        classes=[str(c) for c in range(SIGNAL_CLASSES)])

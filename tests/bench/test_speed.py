@@ -105,3 +105,13 @@ def test_one_run_interleaves_a_top_level_setting_against_its_absence(tmp_path, m
     assert not any(r["compiled"] for r in rows)
     assert by["supervised"]["images_per_second"] == pytest.approx(8 / by["supervised"]["ms_per_step"] * 1000, rel=1e-2)
     assert "| meta_pl_mixup_reference |" in (tmp_path / "speed.md").read_text()
+
+
+@pytest.mark.cuda
+def test_cuda_rows_run_bf16_and_nhwc_by_default(tmp_path):
+    rows = run_speed(tmp_path, model="cnn3", methods=["supervised", "supervised:amp=off", "meta_pl_mixup",
+                                                      "meta_pl_mixup_reference"],
+                     batch_size=16, rounds=2, warmup=1, device="cuda", shape=(3, 32, 32))
+    assert [r["amp"] for r in rows] == ["bfloat16", "off", "bfloat16", "bfloat16"]
+    assert all(r["peak_mem_mb"] > 0 for r in rows)
+    assert json.loads((tmp_path / "speed_meta.json").read_text())["layout"].startswith("channels_last")
