@@ -240,6 +240,18 @@ def _say_held_out(source: str, n: int, fraction: float) -> None:
           f"class, fixed seed {HOLDOUT_SEED}) as the test set (test_fraction)", file=sys.stderr)
 
 
+def _hold_out_arrays(source: str, x, y, x_test, y_test, test_fraction: float):
+    """Where a source has no test split, hold out ``test_fraction`` of each class's labeled rows as
+    one; returns (x, y, x_test, y_test, held_out)."""
+    if x_test is not None or test_fraction <= 0:
+        return x, y, x_test, y_test, False
+    train_idx, test_idx = holdout(y, test_fraction)
+    if not len(test_idx):
+        return x, y, x_test, y_test, False
+    _say_held_out(source, len(test_idx), test_fraction)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], True
+
+
 def _from_paths(source: str, classes: list[str], paths: list[Path], y: Sequence[int],
                 test_paths: list[Path], test_y: Sequence[int], image_size: Optional[int],
                 channels: Optional[int], test_fraction: float, *, hflip: bool = False,
@@ -448,14 +460,7 @@ def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: i
     y = np.array([index[r[2]] if r[2] else -1 for r in train], dtype=np.int64)
     x_test = np.array([r[1] for r in test], dtype=np.float64) if test else None
     y_test = np.array([index[r[2]] for r in test], dtype=np.int64) if test else None
-    held_out = False
-    if x_test is None and test_fraction > 0:
-        train_idx, test_idx = holdout(y, test_fraction)
-        if len(test_idx):
-            held_out = True
-            x_test, y_test = x[test_idx], y[test_idx]
-            x, y = x[train_idx], y[train_idx]
-            _say_held_out(str(path), len(test_idx), test_fraction)
+    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction)
     ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
     ds.test_held_out = held_out
     return ds
@@ -507,14 +512,7 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
     if classes is None:
         top = max(int(v.max()) if len(v) else -1 for v in (y, y_test) if v is not None)
         classes = [str(c) for c in range(max(top, 0) + 1)]
-    held_out = False
-    if x_test is None and test_fraction > 0:
-        train_idx, test_idx = holdout(y, test_fraction)
-        if len(test_idx):
-            held_out = True
-            x_test, y_test = x[test_idx], y[test_idx]
-            x, y = x[train_idx], y[train_idx]
-            _say_held_out(str(path), len(test_idx), test_fraction)
+    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction)
     if vectors:
         ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
     else:

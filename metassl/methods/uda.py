@@ -19,7 +19,7 @@ digits with 5 labels per class (mlp, 600 steps, seeds 0-2) every schedule cost a
 error 18.3% (exp), 15.3% (log), 17.6% (linear) against 9.8% without, and supervised's 18.3%:
 holding the labeled predictions under η_t keeps the weak view's confidence under β, so the
 unlabeled loss stays masked (seed 0 at step 200: 9% of the labeled batch kept by exp TSA, and 17%
-of the unlabeled batch past β, against 66% without TSA; ``results/digits-newer/uda-tsa``). The weak view's prediction carries no gradient (the paper's fixed
+of the unlabeled batch past β, against 66% without TSA; ``results/newer-baselines-mlp-dropout/uda-tsa``, with Dropout(0.2) in the MLP, now ``mlp_dropout``). The weak view's prediction carries no gradient (the paper's fixed
 copy θ̃ of the parameters).
 """
 from __future__ import annotations

@@ -178,7 +178,7 @@ def test_unknown_model_lists_choices():
 
 
 def test_registry_has_every_family():
-    assert set(ALL) == {"mlp", "cnn3", "cnn3_dropout", "convlarge", "wrn28_2", "wrn28_10", "preact_resnet18",
+    assert set(ALL) == {"mlp", "mlp_dropout", "cnn3", "cnn3_dropout", "convlarge", "wrn28_2", "wrn28_10", "preact_resnet18",
                         "preact_resnet34", "shakeshake26", "resnet18"}
 
 
