@@ -38,7 +38,7 @@ def horizon_decay(cfg, total_steps: int) -> float:
     length (``ema_horizon_fraction`` of the run, or ``ema_horizon_steps``), the cap the engine puts
     on its weight EMA: a short run's thresholds follow its recent steps instead of still holding
     their initial values at the end. At the default 5%, m = 0.999 applies unchanged from 20000
-    steps on; on digits (5 labels per class, mlp, 600 steps, seeds 0-2) the cap took FreeMatch from
+    steps on; on digits (5 labels per class, mlp_dropout, 600 steps, seeds 0-2) the cap took FreeMatch from
     9.94% to 9.01% test error and SoftMatch from 9.94% to 9.47%, within a seed's spread (about
     1.5). Unlike the weight EMA there is no
     warm-up: the statistics start from the papers' initial values, which are part of the methods."""

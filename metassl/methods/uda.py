@@ -15,7 +15,7 @@ default, ``tsa_fraction`` / ``tsa_steps``) with τ = t / length:
 
 TSA is off by default (``tsa=none``), as in USB's UDA configs, the runs behind its tables. The
 paper advises the exp schedule where the labeled set is small enough to overfit quickly; on
-digits with 5 labels per class (mlp, 600 steps, seeds 0-2) every schedule cost accuracy, test
+digits with 5 labels per class (mlp_dropout, 600 steps, seeds 0-2) every schedule cost accuracy, test
 error 18.3% (exp), 15.3% (log), 17.6% (linear) against 9.8% without, and supervised's 18.3%:
 holding the labeled predictions under η_t keeps the weak view's confidence under β, so the
 unlabeled loss stays masked (seed 0 at step 200: 9% of the labeled batch kept by exp TSA, and 17%
