@@ -43,11 +43,11 @@ from metassl.methods.ramps import run_rampup
 @dataclass
 class MeanTeacherConfig(MetaGradientConfig):
     w_max: float = bounded(100.0, 0.0)  # consistency weight after the sigmoid ramp-up
-    rampup_fraction: float = run_fraction(0.25)
+    rampup_fraction: float = run_fraction(0.25)  # sigmoid ramp-up of w, a share of the run
     rampup_steps: Optional[int] = step_count()
     ema_decay: float = bounded(0.999, 0.0, 1.0)  # the teacher's EMA decay α after the ramp-up
     ema_decay_rampup: float = bounded(0.99, 0.0, 1.0)  # α during the ramp-up
-    ema_horizon_fraction: float = run_fraction(0.05)
+    ema_horizon_fraction: float = run_fraction(0.05)  # cap on the teacher EMA's time constant 1/(1 - α)
     ema_horizon_steps: Optional[int] = step_count()
     evaluate: Literal["teacher", "student"] = "teacher"  # the model evaluated and selected
 

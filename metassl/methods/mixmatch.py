@@ -48,7 +48,7 @@ class MixMatchConfig(MetaGradientConfig):
     temperature: float = bounded(0.5, 0.0, lo_open=True)  # T of the sharpening
     alpha: float = bounded(0.75, 0.0, lo_open=True)  # λ ~ Beta(α, α), λ' = max(λ, 1 - λ)
     lambda_u: float = bounded(75.0, 0.0)  # λ_u, weight of the unlabeled squared error after the ramp
-    rampup_fraction: float = run_fraction(0.4)
+    rampup_fraction: float = run_fraction(0.4)  # linear ramp-up of λ_u, a share of the run
     rampup_steps: Optional[int] = step_count()
 
 

@@ -33,7 +33,7 @@ from metassl.methods.ramps import run_rampup
 @dataclass
 class PiModelConfig:
     w_max: float = bounded(100.0, 0.0)  # consistency weight after the sigmoid ramp-up
-    rampup_fraction: float = run_fraction(0.27)
+    rampup_fraction: float = run_fraction(0.27)  # sigmoid ramp-up of w, a share of the run
     rampup_steps: Optional[int] = step_count()
 
 

@@ -39,7 +39,7 @@ from metassl.methods.pseudo import horizon_decay
 class SoftMatchConfig(MetaGradientConfig):
     lambda_u: float = bounded(1.0, 0.0)              # λ_u, weight of the unlabeled loss
     ema_decay: float = bounded(0.999, 0.0, 1.0)     # m
-    ema_horizon_fraction: float = run_fraction(0.05)
+    ema_horizon_fraction: float = run_fraction(0.05)  # cap on the time constant 1/(1 - m) of the confidence EMAs
     ema_horizon_steps: Optional[int] = step_count()
 
 
