@@ -240,6 +240,15 @@ def _say_held_out(source: str, n: int, fraction: float) -> None:
           f"class, fixed seed {HOLDOUT_SEED}) as the test set (test_fraction)", file=sys.stderr)
 
 
+def _row_classes(path: Path, rows: list) -> tuple[list[str], dict[str, int]]:
+    """The class names of a table's labeled training rows (line, x, label, split), naturally sorted,
+    and each name's index."""
+    classes = _natural(sorted({label for _, _, label, split in rows if split == "train" and label}))
+    if not classes:
+        raise DataError(f"data: {path} has no labeled training rows")
+    return classes, {name: c for c, name in enumerate(classes)}
+
+
 def _hold_out_arrays(source: str, x, y, x_test, y_test, test_fraction: float):
     """Where a source has no test split, hold out ``test_fraction`` of each class's labeled rows as
     one; returns (x, y, x_test, y_test, held_out)."""
@@ -342,10 +351,7 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
             rows.append((line, file, label, split))
     except csv.Error as exc:
         raise DataError(f"data: {path} line {reader.line_num}: {exc}") from None
-    classes = _natural(sorted({label for _, _, label, split in rows if split == "train" and label}))
-    if not classes:
-        raise DataError(f"data: {path} has no labeled training rows")
-    index = {name: c for c, name in enumerate(classes)}
+    classes, index = _row_classes(path, rows)
     paths, y, test_paths, test_y = [], [], [], []
     for line, file, label, split in rows:
         if split == "test":
@@ -446,10 +452,7 @@ def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: i
             rows.append((line, features, label, split))
     except csv.Error as exc:
         raise DataError(f"data: {path} line {reader.line_num}: {exc}") from None
-    classes = _natural(sorted({label for _, _, label, split in rows if split == "train" and label}))
-    if not classes:
-        raise DataError(f"data: {path} has no labeled training rows")
-    index = {name: c for c, name in enumerate(classes)}
+    classes, index = _row_classes(path, rows)
     for line, _, label, split in rows:
         if split == "test" and label not in index:
             raise DataError(f"data: {path} line {line}: class {label!r} has no labeled training "
