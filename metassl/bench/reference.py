@@ -13,7 +13,9 @@ Per iteration (``REFERENCE-NOTES``, "what the authors' code does per iteration")
    w_t linear over the ramp-up; one backward, one optimizer step.
 
 Six forwards (four in eval mode) and two backwards, against ``meta_pl_mixup``'s five and two:
-it takes the centre of the perturbed pair for p instead of the pass at θ. Both read the same
+it takes the centre of the perturbed pair for p instead of the pass at θ. The network is built
+from PyTorch's stock layers, as the authors' code builds it: its max pools are ``nn.MaxPool2d``
+rather than metassl's ``models.pool.MaxPool2x2`` (same values and gradients, cheaper on a CPU). Both read the same
 config (``meta_pl_mixup``'s section), so one λ draw gives both the same update to O(r²).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from metassl.config import run_length
 from metassl.errors import ConfigError
 from metassl.methods.base import Method
 from metassl.methods.meta_pl_mixup import MetaPLMixupConfig
+from metassl.models.pool import use_stock_pools
 
 # The settings of the authors' loop; another value of these keys is not what it runs.
 AUTHORS = {"consistency": "mse", "meta_bn": "eval", "project": True, "pseudo_grad": "fd"}
@@ -42,7 +45,7 @@ class MetaPLMixupReference(Method):
             if getattr(cfg, key) != value:
                 raise ConfigError(f"config: meta_pl_mixup_reference runs the authors' loop, which has "
                                   f"{key}={value!r}; got {getattr(cfg, key)!r}")
-        super().__init__(model, optimizer, cfg, ctx)
+        super().__init__(use_stock_pools(model), optimizer, cfg, ctx)
 
     def train_step(self, labeled, unlabeled, step):
         model, cfg = self.model, self.cfg

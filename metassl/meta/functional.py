@@ -16,6 +16,7 @@ from torch.func import functional_call, jvp
 from torch.overrides import TorchFunctionMode
 
 from metassl.engine.dist import all_reduce_mean, unwrap
+from metassl.models.pool import max_pool2x2
 
 Params = dict[str, torch.Tensor]
 Output = Union[torch.Tensor, tuple[torch.Tensor, ...]]
@@ -175,7 +176,7 @@ class Kinks(TorchFunctionMode):
     derivative at O(eps^2) even where eps crosses unit switches, which on a ReLU net it always does
     (see ``methods.lam_meta``). Activations and pools other than these pass through unchanged."""
 
-    _TRACKED = (F.relu, torch.relu, F.leaky_relu, F.max_pool2d)
+    _TRACKED = (F.relu, torch.relu, F.leaky_relu, F.max_pool2d, max_pool2x2)
 
     def __init__(self):
         super().__init__()
@@ -210,6 +211,9 @@ class Kinks(TorchFunctionMode):
             return func(*args, **kwargs)
         if func is F.max_pool2d:
             return self._max_pool2d(*args, **kwargs)
+        if func is max_pool2x2:
+            return self._max_pool2d(args[0], 2, ceil_mode=kwargs.get("ceil_mode", False),
+                                    return_indices=kwargs.get("return_indices", False), pool=max_pool2x2)
         x = args[0] if args else kwargs["input"]
         if func is F.leaky_relu:
             slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
@@ -226,13 +230,16 @@ class Kinks(TorchFunctionMode):
         return x * self._pattern()
 
     def _max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                    return_indices=False):
+                    return_indices=False, pool=None):
         if self._replaying:
             idx = self._pattern()
             out = input.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
         else:
-            out, idx = F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
-                                    return_indices=True)
+            if pool is not None:  # max_pool2x2
+                out, idx = pool(input, ceil_mode=ceil_mode, return_indices=True)
+            else:
+                out, idx = F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                                        return_indices=True)
             self._saved.append(idx)
         return (out, idx) if return_indices else out
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from metassl.errors import ConfigError
 from metassl.models import MODELS
+from metassl.models.pool import MaxPool2x2
 
 
 def _init(module: nn.Module, nonlinearity: str, negative_slope: float = 0.0) -> None:
@@ -49,13 +50,13 @@ class CNN3(nn.Module):
         drop = [nn.Dropout2d(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(
             *_conv_bn(in_channels, 32, 3, 1, nn.ReLU()),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             *drop,
             *_conv_bn(32, 64, 3, 1, nn.ReLU()),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             *(copy.deepcopy(drop)),
             *_conv_bn(64, 128, 3, 1, nn.ReLU()),
-            nn.MaxPool2d(2, ceil_mode=True),
+            MaxPool2x2(ceil_mode=True),
             nn.AdaptiveAvgPool2d(3),
             nn.Flatten(),
             nn.Linear(128 * 9, hidden, bias=False),
@@ -84,14 +85,14 @@ class ConvLarge(nn.Module):
             *_conv_bn(in_channels, 128, 3, 1, act()),
             *_conv_bn(128, 128, 3, 1, act()),
             *_conv_bn(128, 128, 3, 1, act()),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Dropout2d(dropout),
         )
         self.block2 = nn.Sequential(
             *_conv_bn(128, 256, 3, 1, act()),
             *_conv_bn(256, 256, 3, 1, act()),
             *_conv_bn(256, 256, 3, 1, act()),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Dropout2d(dropout),
         )
         # The first conv here is "valid" (unpadded) in the original network.

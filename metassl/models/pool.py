@@ -1,0 +1,125 @@
+"""2x2 max pooling with stride 2, the pool of ``cnn3`` and ``convlarge``, made cheap on a CPU.
+
+PyTorch's CPU kernel for ``max_pool2d`` on NCHW tensors computes an index per window even where
+no gradient is wanted, and took a quarter of a ``cnn3`` meta-gradient step (about 8 ms for a
+64x32x28x28 map, against 0.6 ms for the same maxima as three elementwise ``maximum`` of the
+window's strided corners). ``max_pool2x2`` is that: the four corners a, b, c, d of each window
+(row-major), their maximum, and, when a gradient is wanted, which corner won, the first in
+row-major order on ties as the native kernel picks it. Values, gradients, second derivatives
+and returned indices equal ``F.max_pool2d(x, 2, ceil_mode=...)``'s (``tests/models/test_pool.py``).
+
+Elsewhere (CUDA, channels_last, under ``torch.compile`` or a ``torch.func`` transform, an odd
+map in ceil mode) it is ``F.max_pool2d``. It takes part in ``__torch_function__`` overrides, so ``meta.Kinks`` can record
+and replay its windows as it does ``F.max_pool2d``'s.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import handle_torch_function, has_torch_function_unary
+
+
+def _native(x: torch.Tensor, ceil_mode: bool) -> bool:
+    # An odd map in ceil mode would need a padded copy, which costs what the native kernel saves.
+    odd = x.dim() == 4 and (x.shape[-1] % 2 or x.shape[-2] % 2)
+    return (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or (ceil_mode and odd)
+            or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or min(x.shape[-2:]) < 2)
+
+
+def _even(x: torch.Tensor) -> torch.Tensor:
+    """``x`` cropped to even height and width (floor mode drops the last row and column)."""
+    h, w = x.shape[-2:]
+    return x[..., : h - h % 2, : w - w % 2] if h % 2 or w % 2 else x
+
+
+def _corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    n, c, h, w = x.shape
+    v = x.view(n, c, h // 2, 2, w // 2, 2)
+    return v[:, :, :, 0, :, 0], v[:, :, :, 0, :, 1], v[:, :, :, 1, :, 0], v[:, :, :, 1, :, 1]
+
+
+def _maxima(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    corners = _corners(_even(x))
+    a, b, c, d = corners
+    return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)), corners
+
+
+def _winner(corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+    """Which corner of each window holds its maximum, 0-3 in row-major order (uint8), the first
+    on ties."""
+    a, b, c, _ = corners
+    not_a = a != out
+    bottom = not_a & (b != out)
+    right = not_a & (~bottom | (c != out))  # b on the top row, d on the bottom one
+    return bottom.to(torch.uint8) * 2 + right
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, ceil_mode):
+        out, corners = _maxima(x)
+        ctx.save_for_backward(x, _indices(x, corners, out))
+        ctx.ceil_mode = ceil_mode
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        # The native kernel's backward (cheap, unlike its NCHW forward), which autograd
+        # differentiates again for the exact meta-gradients as it does after ``F.max_pool2d``.
+        x, idx = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                               ctx.ceil_mode, idx), None
+
+
+def _indices(x: torch.Tensor, corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d``'s ``return_indices``: each winner's flat position in the input's map."""
+    h, w = out.shape[-2:]
+    width = x.shape[-1]
+    offset = torch.tensor([0, 1, width, width + 1], device=x.device)
+    window = torch.arange(h, device=x.device).view(h, 1) * (2 * width) + torch.arange(w, device=x.device) * 2
+    return torch.take(offset, _winner(corners, out).long()) + window
+
+
+def max_pool2x2(x: torch.Tensor, ceil_mode: bool = False, return_indices: bool = False):
+    """``F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=return_indices)``."""
+    if has_torch_function_unary(x):
+        return handle_torch_function(max_pool2x2, (x,), x, ceil_mode=ceil_mode, return_indices=return_indices)
+    if _native(x, ceil_mode):
+        return F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=return_indices)
+    if torch.is_grad_enabled() and x.requires_grad:
+        out = _MaxPool2x2.apply(x, ceil_mode)
+        if not return_indices:
+            return out
+        _, corners = _maxima(x.detach())
+    else:
+        out, corners = _maxima(x)
+        if not return_indices:
+            return out
+    return out, _indices(x, corners, out.detach())
+
+
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2, ceil_mode=ceil_mode)`` through ``max_pool2x2``."""
+
+    def __init__(self, ceil_mode: bool = False):
+        super().__init__()
+        self.ceil_mode = ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2x2(x, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size=2, stride=2, ceil_mode={self.ceil_mode}"
+
+
+def use_stock_pools(model: nn.Module) -> nn.Module:
+    """Swap every ``MaxPool2x2`` of ``model`` for the ``nn.MaxPool2d`` it equals, in place (no
+    parameters change): the network as PyTorch's own layers build it."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, MaxPool2x2):
+            setattr(model, name, nn.MaxPool2d(2, ceil_mode=child.ceil_mode))
+        else:
+            use_stock_pools(child)
+    return model

@@ -1,0 +1,86 @@
+"""``max_pool2x2`` against ``F.max_pool2d``: values, indices, gradients, second derivatives."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metassl.models.pool import MaxPool2x2, max_pool2x2
+
+SHAPES = [(3, 4, 8, 8), (2, 3, 7, 7), (2, 2, 6, 9), (1, 2, 5, 4)]
+
+
+def inputs(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    relu = torch.randn(shape, generator=g, dtype=torch.float64).relu()  # ties at zero
+    ties = torch.randint(0, 3, shape, generator=g).double()              # ties everywhere
+    return [relu, ties]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_values_and_indices_match_native(shape, ceil_mode):
+    for x in inputs(shape, 0):
+        out, idx = max_pool2x2(x, ceil_mode, return_indices=True)
+        ref, ref_idx = F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+        assert out.shape == ref.shape
+        assert torch.equal(out, ref)
+        assert torch.equal(idx, ref_idx)
+        assert torch.equal(max_pool2x2(x, ceil_mode), ref)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_gradients_match_native_with_ties(shape, ceil_mode):
+    for x in inputs(shape, 1):
+        a = x.clone().requires_grad_()
+        b = x.clone().requires_grad_()
+        out = max_pool2x2(a, ceil_mode)
+        w = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(2))
+        (ga,) = torch.autograd.grad((out * w).sum(), a)
+        (gb,) = torch.autograd.grad((F.max_pool2d(b, 2, ceil_mode=ceil_mode) * w).sum(), b)
+        assert torch.equal(ga, gb)
+
+
+def test_second_derivative_matches_native():
+    # d/dv of <grad_x <pool(x), v>, u> through a parameterised input: the double backward that the
+    # exact meta-gradients take through the network.
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    u = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    results = []
+    for pool in (lambda t: max_pool2x2(t, True), lambda t: F.max_pool2d(t, 2, ceil_mode=True)):
+        s = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+        xi = (x * s).requires_grad_()
+        out = pool(xi)
+        v = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        vv = (v * s)
+        (g,) = torch.autograd.grad((out * vv).sum(), xi, create_graph=True)
+        (h,) = torch.autograd.grad((g * u).sum(), s)
+        results.append(h)
+    assert torch.allclose(results[0], results[1], rtol=0, atol=1e-12)
+    assert results[0].abs() > 0
+
+
+def test_module_and_gradcheck():
+    m = MaxPool2x2(ceil_mode=True)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+    assert "ceil_mode=True" in repr(m)
+
+
+def test_falls_back_where_native_is_used():
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(max_pool2x2(x), F.max_pool2d(x, 2))
+
+
+def test_cnn3_uses_it_and_stock_swap_keeps_the_function():
+    from metassl.models import create_model
+    from metassl.models.pool import use_stock_pools
+
+    torch.manual_seed(0)
+    model = create_model("cnn3", 1, 10, 28).eval()
+    assert sum(isinstance(m, MaxPool2x2) for m in model.modules()) == 3
+    x = torch.randn(4, 1, 28, 28)
+    before = model(x)
+    use_stock_pools(model)
+    assert not any(isinstance(m, MaxPool2x2) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
+    assert torch.equal(model(x), before)
