@@ -191,9 +191,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("dir", help="a run directory or a suite output directory")
     r.set_defaults(func=cmd_report)
 
-    pr = sub.add_parser("predict", help="predict classes of images, folders or an npz with a trained run")
+    pr = sub.add_parser("predict", help="predict classes of images, folders, npz files or CSV tables with a run")
     pr.add_argument("run", help="run directory")
-    pr.add_argument("inputs", nargs="+", help="image files, folders of images, or .npz files")
+    pr.add_argument("inputs", nargs="+",
+                    help="image files, folders of images, .npz files, or .csv tables of feature vectors")
     pr.add_argument("--out", default="preds.csv", help="CSV to write (default preds.csv)")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -9,7 +9,7 @@ import scipy.io
 from PIL import Image
 
 from metassl import config
-from metassl.data import sources
+from metassl.data import locate, sources
 from metassl.engine import rundir
 from metassl.engine.trainer import Trainer
 
@@ -79,7 +79,7 @@ SMALL = ["steps=2", "batch_size=4", "unlabeled_batch_size=4", "eval_every=2", "e
 
 @pytest.fixture(autouse=True)
 def no_system_datasets(tmp_path_factory, monkeypatch):
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
+    monkeypatch.setattr(locate, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
 
 
 @pytest.mark.parametrize("name, dataset, classes, total_labels, gamma, weight_decay", PAPER)

@@ -18,8 +18,8 @@ from sklearn.utils.validation import column_or_1d
 
 from metassl import config as config_mod
 from metassl.api.inference import Classifier, LoadedRun, load_run
-from metassl.data.files import data_info, write_data_info
-from metassl.data.sources import ArrayDataset, as_images, from_arrays
+from metassl.data.arrays import ArrayDataset, as_images, from_arrays
+from metassl.data.runinfo import data_info, write_data_info
 from metassl.data.vectors import from_vectors
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metassl.config import TrainConfig
-from metassl.data.files import load_data_info
+from metassl.data.runinfo import load_data_info
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.errors import CheckpointError

@@ -1,4 +1,5 @@
-"""`metassl predict`: class probabilities of image files, folders of images or .npz arrays."""
+"""`metassl predict`: class probabilities of image files, folders of images, .npz arrays or CSV
+tables of feature vectors."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,10 @@ import torch
 from PIL import Image
 
 from metassl.api.inference import load_run
-from metassl.data.files import images_under, read_image, to_array
-from metassl.data.sources import as_images
+from metassl.data.arrays import as_images
+from metassl.data.csvfile import read_table_vectors
+from metassl.data.images import images_under, read_image, to_array
+from metassl.data.vectors import check_vectors
 from metassl.engine.setup import pick_device
 from metassl.errors import ConfigError, DataError
 
@@ -37,7 +40,7 @@ class _Reader:
     def image(self, path: Path) -> torch.Tensor:
         if self.vectors is not None:
             raise DataError(f"data: run {self.run} was trained on feature vectors; pass them as an .npz "
-                            f"with x of N x {len(self.vectors['mean'])}, not the image {path}")
+                            f"with x of N x {len(self.vectors['mean'])} or a CSV table, not the image {path}")
         a = read_image(path, self.hw, self.read_channels)
         if len(a) != self.channels:
             raise DataError(f"data: {path} is a colour image but run {self.run} was trained on "
@@ -61,13 +64,23 @@ class _Reader:
             if x.ndim != 2 or x.shape[1] != features or not np.issubdtype(x.dtype, np.number):
                 raise DataError(f"data: {path} x has shape {'x'.join(map(str, x.shape))}; run {self.run} "
                                 f"takes feature vectors N x {features}")
-            return torch.from_numpy(x.astype(np.float32))
+            return torch.from_numpy(check_vectors(str(path), key, x).astype(np.float32))
         images = as_images(x, key, str(path))
         if images.shape[1] != self.channels:
             raise self._wrong_channels(f"{path} {key}", int(images.shape[1]))
         if tuple(images.shape[2:]) != self.hw:
             images = torch.from_numpy(np.stack([_resize(a, self.hw) for a in images.numpy()]))
         return images
+
+    def table(self, path: Path) -> torch.Tensor:
+        """A CSV table's rows as feature vectors, read as training read its table: by the
+        training header's column names where both have a header, else by position."""
+        if self.vectors is None:
+            raise DataError(f"data: {path} is a CSV table; run {self.run} was trained on images "
+                            "(pass image files, folders or an .npz of images)")
+        features, columns = len(self.vectors["mean"]), self.vectors.get("columns")
+        x = read_table_vectors(path, features, columns, f"run {self.run}")
+        return torch.from_numpy(x.astype(np.float32))
 
 
 def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -87,6 +100,9 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
         elif path.suffix.lower() == ".npz":
             for i, row in enumerate(reader.npz(path)):
                 yield f"{path}:{i}", row
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            for i, row in enumerate(reader.table(path)):
+                yield f"{path}:{i}", row
         elif path.is_file():
             yield str(path), reader.image(path)
         else:
@@ -95,7 +111,7 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
 
 def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 256,
                    device: str = "auto") -> str:
-    """Write one CSV row per input: its path (or file.npz:row), the predicted class and
+    """Write one CSV row per input: its path (or file.npz:row, file.csv:row), the predicted class and
     p_<class> probability columns. The file appears only once every input was read."""
     if batch_size < 1:
         raise ConfigError(f"predict: --batch-size must be >= 1, got {batch_size}")

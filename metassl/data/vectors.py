@@ -4,8 +4,8 @@ The engine stores and augments every dataset as 8-bit images, so vectors are enc
 `metassl.api.inference.VectorEncoder`, fitted on the training rows (labeled and unlabeled),
 into 1 x S x S images; the dataset's ``vectors`` carries the encoder's per-feature mean and
 std so that predict and export read N x D inputs the same way. Read from an `.npz` whose
-``x`` is N x D (`metassl.data.files.load_npz`) or from a CSV table of numbers
-(`metassl.data.files.load_csv`).
+``x`` is N x D (`metassl.data.npz.load_npz`) or from a CSV table of numbers
+(`metassl.data.csvfile.load_csv`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from metassl.data.sources import ArrayDataset, from_arrays
+from metassl.data.arrays import ArrayDataset, from_arrays
 from metassl.errors import DataError
 
 

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from metassl.config import TrainConfig
+from metassl.data.arrays import ArrayDataset
 from metassl.data.augment import Augmenter
-from metassl.data.sources import ArrayDataset, dataset_options, load_dataset
+from metassl.data.sources import dataset_options, load_dataset
 from metassl.data.splits import Split, load_split, make_split, save_split
 from metassl.errors import ConfigError
 from metassl.models import create_model

@@ -14,8 +14,8 @@ import yaml
 
 from metassl import config as config_mod
 from metassl.config import TrainConfig
-from metassl.data.files import save_data_info
-from metassl.data.sources import ArrayDataset
+from metassl.data.arrays import ArrayDataset
+from metassl.data.runinfo import save_data_info
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import compiling, dist, rundir

@@ -12,7 +12,7 @@ import torch
 from metassl import SSLClassifier
 from metassl.api.export import export_run
 from metassl.api.predict import predict_to_csv
-from metassl.data.sources import from_arrays
+from metassl.data.arrays import from_arrays
 from metassl.errors import ConfigError, DataError
 from tests.conftest import REPO
 

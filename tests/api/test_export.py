@@ -9,7 +9,7 @@ import torch
 
 from metassl.api.export import export_run
 from metassl.api.inference import load_run
-from metassl.data.files import images_under, read_images
+from metassl.data.images import images_under, read_images
 from metassl.errors import CheckpointError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from metassl import config
 from metassl.api.predict import predict_to_csv
 from metassl.data.augment import Augmenter
-from metassl.data.files import images_under, read_images
+from metassl.data.images import images_under, read_images
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.engine.trainer import Trainer

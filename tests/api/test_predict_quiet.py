@@ -1,5 +1,5 @@
 """`metassl predict` on image files says one line: no warning from torch about read-only arrays."""
-from metassl.data.files import images_under
+from metassl.data.images import images_under
 
 
 def test_predict_on_image_files_prints_no_warning(photos, photo_run, cli, tmp_path):

@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from metassl import config
-from metassl.data import files
-from metassl.data.files import read_image, read_images
-from metassl.data.sources import DATASETS, dataset_options, from_arrays, load_dataset
+from metassl.data.arrays import from_arrays
+from metassl.data.imagenet import IMAGENET_MEAN
+from metassl.data.images import IMAGE_SUFFIXES, read_image, read_images
+from metassl.data.sources import DATASETS, OPTIONS, dataset_options, load_dataset
 from metassl.data.splits import make_split
 from metassl.errors import ConfigError, DataError
 
@@ -49,7 +50,7 @@ DEFAULTS = {"image_size": 8, "channels": None, "test_fraction": 0.2, "imagenet_f
 
 
 def load(name, root, **options):
-    return load_dataset(name, root, **{k: options.get(k, DEFAULTS[k]) for k in files.OPTIONS[name]})
+    return load_dataset(name, root, **{k: options.get(k, DEFAULTS[k]) for k in OPTIONS[name]})
 
 
 # --------------------------------------------------------------------------- image folders
@@ -278,7 +279,7 @@ def test_imagenet_layout_fraction_and_val(tmp_path, capsys):
     ds = load("imagenet", tmp_path, imagenet_fraction=0.3)
     assert ds.classes == ["n01440764", "n01443537"] and ds.image_hw == (8, 8)
     assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 1]
-    assert ds.mean == files.IMAGENET_MEAN and ds.hflip and not ds.test_held_out
+    assert ds.mean == IMAGENET_MEAN and ds.hflip and not ds.test_held_out
     again = load("imagenet", tmp_path, imagenet_fraction=0.3)
     assert torch.equal(ds.x_train, again.x_train)  # the kept subset does not depend on the run
     assert "GiB of memory" in capsys.readouterr().err
@@ -343,7 +344,7 @@ def test_cli_train_on_a_bad_folder_is_one_line_and_leaves_nothing(tmp_path, cli)
     assert proc.returncode == 1 and not out.exists()
     assert proc.stderr.strip().splitlines() == [
         f"metassl: error: data: class folder {root / 'labeled' / 'blue'} holds no images "
-        f"({', '.join(files.IMAGE_SUFFIXES)})"]
+        f"({', '.join(IMAGE_SUFFIXES)})"]
 
 
 @pytest.mark.parametrize("test_fraction", [0.2, 0.0])

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from metassl.api.inference import VectorEncoder, load_run
-from metassl.data import files
-from metassl.data.sources import load_dataset
+from metassl.data.holdout import holdout
+from metassl.data.sources import OPTIONS, load_dataset
 from metassl.data.splits import make_split
 from metassl.errors import DataError
 from tests.conftest import FAST
@@ -19,7 +19,7 @@ DEFAULTS = {"image_size": 8, "channels": None, "test_fraction": 0.2, "imagenet_f
 
 
 def load(name, root, **options):
-    return load_dataset(name, root, **{k: options.get(k, DEFAULTS[k]) for k in files.OPTIONS[name]})
+    return load_dataset(name, root, **{k: options.get(k, DEFAULTS[k]) for k in OPTIONS[name]})
 
 
 def one_line(fn, *args, **kwargs) -> str:
@@ -62,7 +62,7 @@ def test_npz_of_vectors_without_a_test_set_holds_one_out_and_fits_the_encoder_wi
     path = tmp_path / "v.npz"
     np.savez(path, x=x, y=y)
     ds = load("npz", path, test_fraction=0.2)
-    train_rows, test_rows = files.holdout(y, 0.2)
+    train_rows, test_rows = holdout(y, 0.2)
     assert ds.test_held_out and len(ds.x_test) == len(test_rows) > 0
     assert torch.equal(ds.x_train, encoded(x[train_rows], x[train_rows]))
     assert torch.equal(ds.x_test, encoded(x[train_rows], x[test_rows]))
@@ -98,6 +98,7 @@ def test_csv_table_with_a_named_label_column_anywhere_and_unlabeled_rows(tmp_pat
         lines.append(f"{x[i, 0]},{label},{x[i, 1]},{x[i, 2]}")
     ds = load("csv", write(tmp_path / "t.csv", "\n".join(lines) + "\n"), test_fraction=0.0)
     assert ds.classes == ["cat", "dog", "eel"] and ds.vector_features == 3
+    assert ds.vectors["columns"] == ["f1", "f2", "f3"]  # predict reads new tables by these names
     expect_y = np.where(np.arange(30) % 6 == 0, -1, y)
     assert ds.y_train.tolist() == expect_y.tolist()
     assert torch.equal(ds.x_train, encoded(x, x))
@@ -108,11 +109,15 @@ def test_csv_table_without_a_header_takes_the_last_column_and_a_split_column_by_
     plain = "".join(f"{a},{b},{c}\n" for (a, b), c in zip(x, y))
     ds = load("csv", write(tmp_path / "plain.csv", plain), test_fraction=0.0)
     assert ds.classes == ["0", "1", "2"] and ds.y_train.tolist() == y.tolist()
-    assert torch.equal(ds.x_train, encoded(x, x))
+    assert torch.equal(ds.x_train, encoded(x, x)) and "columns" not in ds.vectors
     # a header without 'label': the last column; 'split' by name; numbers order the classes
     rows = "".join(f"{a},{'test' if i >= 15 else 'train'},{b},{c + 8}\n" for i, ((a, b), c) in enumerate(zip(x, y)))
     ds = load("csv", write(tmp_path / "split.csv", "a,split,b,class\n" + rows))
     assert ds.classes == ["8", "9", "10"] and len(ds.x_test) == 5 and not ds.test_held_out
+    assert ds.vectors["columns"] == ["a", "b"]
+    # names that cannot tell the columns apart are not kept: predict then reads by position
+    ds = load("csv", write(tmp_path / "twice.csv", "a,split,a,class\n" + rows))
+    assert "columns" not in ds.vectors
     assert torch.equal(ds.x_test, encoded(x[:15], x[15:]))
 
 
@@ -150,7 +155,7 @@ def test_a_nan_label_in_a_list_of_images_is_an_error_naming_the_line(tmp_path):
 # --------------------------------------------------------------------------- training on them
 
 
-def test_cli_trains_on_a_vector_csv_and_an_npz_of_vectors_and_predicts_npz_rows(cli, tmp_path):
+def test_cli_trains_on_a_vector_csv_and_an_npz_of_vectors_and_predicts_npz_and_csv_rows(cli, tmp_path):
     x, y = vectors(150, d=6)
     np.savez(tmp_path / "v.npz", x=x, y=y)
     write(tmp_path / "v.csv", "".join(",".join(map(str, row)) + f",{c}\n" for row, c in zip(x, y)))
@@ -163,11 +168,16 @@ def test_cli_trains_on_a_vector_csv_and_an_npz_of_vectors_and_predicts_npz_rows(
         info = json.loads((out / "data_info.json").read_text())
         assert len(info["vectors"]["mean"]) == 6 and info["classes"] == ["0", "1", "2"]
     np.savez(tmp_path / "new.npz", x=x[:4])
-    proc = cli("predict", str(out), str(tmp_path / "new.npz"), "--out", str(tmp_path / "p.csv"), check=True)
-    assert "wrote 4 predictions" in proc.stdout
+    # the run's own table layout (headerless, label last) and bare rows of numbers
+    write(tmp_path / "new.csv", "".join(",".join(map(str, row)) + ",\n" for row in x[4:8]))
+    write(tmp_path / "bare.csv", "".join(",".join(map(str, row)) + "\n" for row in x[8:12]))
+    inputs = [str(tmp_path / name) for name in ("new.npz", "new.csv", "bare.csv")]
+    proc = cli("predict", str(out), *inputs, "--out", str(tmp_path / "p.csv"), check=True)
+    assert "wrote 12 predictions" in proc.stdout
     loaded = load_run(out)
-    probs = loaded.classifier.predict(torch.from_numpy(x[:4]).float(), 4)
+    probs = loaded.classifier.predict(torch.from_numpy(x[:12]).float(), 4)
     rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == [f"{name}:{i}" for name in inputs for i in range(4)]
     assert np.allclose([[float(v) for v in r.split(",")[2:]] for r in rows], probs.numpy(), atol=1e-5)
 
 

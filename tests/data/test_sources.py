@@ -11,18 +11,13 @@ import pytest
 import scipy.io
 import torch
 
-from metassl.data import sources
-from metassl.data.sources import (
-    DATASETS,
-    channel_stats,
-    from_arrays,
-    load_dataset,
-    load_mnist_like,
-    read_cifar_pickle,
-    read_idx,
-    read_svhn_mat,
-    stratified_split,
-)
+from metassl.data import cifar, idx, locate, svhn
+from metassl.data.arrays import channel_stats, from_arrays
+from metassl.data.cifar import read_cifar_pickle
+from metassl.data.holdout import stratified_split
+from metassl.data.idx import load_mnist_like, read_idx
+from metassl.data.sources import DATASETS, load_dataset
+from metassl.data.svhn import read_svhn_mat
 from metassl.errors import ConfigError, DataError
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -31,7 +26,7 @@ REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(autouse=True)
 def no_system_datasets(tmp_path_factory, monkeypatch):
     # Keep installed datasets out of the search so tests see only the files they write.
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
+    monkeypatch.setattr(locate, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
 
 
 def raises_one_line(exc_type, fn, *args, **kwargs) -> str:
@@ -73,7 +68,7 @@ def mnist_arrays(seed: int, h: int = 6, w: int = 5):
 
 def write_mnist_dir(d: Path, arrays, gz: bool) -> None:
     suffix = ".gz" if gz else ""
-    for name, a in zip(sources.MNIST_FILES, arrays):
+    for name, a in zip(idx.MNIST_FILES, arrays):
         write_idx(d / (name + suffix), a, gz)
 
 
@@ -90,7 +85,7 @@ def test_idx_round_trip_through_load_dataset(tmp_path, gz):
     assert ds.y_train.dtype == torch.int64
     assert ds.y_train.tolist() == ytr.tolist() and ds.y_test.tolist() == yte.tolist()
     assert ds.classes == [str(i) for i in range(10)]
-    assert ds.mean == sources.MNIST_MEAN and ds.std == sources.MNIST_STD
+    assert ds.mean == idx.MNIST_MEAN and ds.std == idx.MNIST_STD
     assert not ds.hflip and ds.in_channels == 1 and ds.image_hw == (6, 5)
 
 
@@ -190,7 +185,7 @@ def test_missing_mnist_lists_every_place(tmp_path):
     images = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
     write_idx(images, np.zeros((1, 2, 2), np.uint8), gz=True)
     message = raises_one_line(DataError, load_dataset, "mnist", data_root=tmp_path)
-    system = sources.SYSTEM_DATA_DIR / "mnist"
+    system = locate.SYSTEM_DATA_DIR / "mnist"
     for d in (tmp_path / "mnist", tmp_path / "MNIST" / "raw", tmp_path, system):
         assert str(d) + "," in message or str(d) + " " in message
     assert f"{tmp_path / 'mnist'} lacks train-labels-idx1-ubyte" in message
@@ -200,17 +195,17 @@ def test_missing_fashion_says_how_to_get_it(tmp_path):
     message = raises_one_line(DataError, load_dataset, "fashion_mnist", data_root=tmp_path)
     assert "apt-get install dataset-fashion-mnist" in message
     assert str(tmp_path / "fashion-mnist") in message
-    assert str(sources.SYSTEM_DATA_DIR / "fashion-mnist") in message
+    assert str(locate.SYSTEM_DATA_DIR / "fashion-mnist") in message
 
 
 def test_partial_data_root_is_an_error_not_a_fallback_to_the_system_copy(tmp_path):
-    write_mnist_dir(sources.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
+    write_mnist_dir(locate.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
     mine = tmp_path / "mine"
     write_mnist_dir(mine, mnist_arrays(8), gz=False)
     (mine / "t10k-labels-idx1-ubyte").unlink()
     message = raises_one_line(DataError, load_dataset, "fashion_mnist", data_root=mine)
     assert f"{mine} lacks t10k-labels-idx1-ubyte" in message
-    assert str(sources.SYSTEM_DATA_DIR) in message
+    assert str(locate.SYSTEM_DATA_DIR) in message
     # without data_root, or with one holding none of the files, the system copy is still found
     assert len(load_dataset("fashion_mnist").x_train) == 7
     assert len(load_dataset("fashion_mnist", data_root=tmp_path / "empty").x_train) == 7
@@ -261,7 +256,7 @@ def test_cifar10_layout_and_order(tmp_path):
     assert ds.y_train.tolist() == [(i + j) % 10 for i in range(1, 6) for j in range(3)]
     assert ds.y_test.tolist() == [4, 9]
     assert ds.classes[1] == "automobile" and ds.num_classes == 10
-    assert ds.hflip and ds.mean == sources.CIFAR10_MEAN
+    assert ds.hflip and ds.mean == cifar.CIFAR10_MEAN
 
 
 def test_cifar10_in_named_subdir(tmp_path):
@@ -332,7 +327,7 @@ def test_cifar100_fine_and_coarse(tmp_path):
     assert fine.num_classes == 100 and fine.y_train.tolist() == [0, 55, 99, 7]
     assert fine.classes[99] == "fine99" and fine.y_test.tolist() == [98, 1]
     assert fine.x_train[3, 2, 31, 0] == 77
-    assert fine.hflip and fine.mean == sources.CIFAR100_MEAN
+    assert fine.hflip and fine.mean == cifar.CIFAR100_MEAN
     coarse = load_dataset("cifar100", data_root=tmp_path, coarse=True)
     assert coarse.num_classes == 20 and coarse.y_train.tolist() == [4, 19, 0, 1]
     assert coarse.classes[19] == "coarse19"
@@ -373,7 +368,7 @@ def test_svhn_layout_labels_and_extra(tmp_path):
     assert ds.x_train[2, 1, 4, 30] == x[4, 30, 1, 2] and ds.x_train[0, 2, 31, 0] == x[31, 0, 2, 0]
     assert torch.equal(ds.x_train, torch.from_numpy(x.transpose(3, 2, 0, 1).copy()))
     assert not ds.hflip and ds.classes == [str(i) for i in range(10)]
-    assert ds.mean == sources.SVHN_MEAN
+    assert ds.mean == svhn.SVHN_MEAN
 
     with_extra = load_dataset("svhn", data_root=tmp_path, svhn_extra=True)
     assert with_extra.y_train.tolist() == [0, 1, 9, 0, 5, 5, 2]
@@ -489,7 +484,7 @@ def test_load_dataset_rejects_unknown_name_and_option():
 def test_real_fashion_mnist(monkeypatch):
     if not (REAL_FASHION / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST is not installed at {REAL_FASHION}")
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", REAL_FASHION.parent)
+    monkeypatch.setattr(locate, "SYSTEM_DATA_DIR", REAL_FASHION.parent)
     ds = load_dataset("fashion_mnist")
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.num_classes == 10 and ds.classes[0] == "T-shirt/top"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metassl import config
-from metassl.data import sources
+from metassl.data import locate
 from metassl.engine import rundir
 from metassl.engine.trainer import Trainer
 from tests.test_paper_configs import WRITERS
@@ -27,7 +27,7 @@ SMALL = ["steps=2", "batch_size=4", "unlabeled_batch_size=4", "eval_every=2", "e
 
 @pytest.fixture(autouse=True)
 def no_system_datasets(tmp_path_factory, monkeypatch):
-    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
+    monkeypatch.setattr(locate, "SYSTEM_DATA_DIR", tmp_path_factory.mktemp("no-system"))
 
 
 @pytest.mark.parametrize("name, dataset, model, method, per_class, val, steps, flip", PAPER)

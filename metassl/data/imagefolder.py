@@ -1,0 +1,34 @@
+"""The `imagefolder` dataset: a folder of class folders, found at `data_root`.
+
+  labeled/<class>/<image>   one folder per class, images at any depth below it
+  unlabeled/<image>         optional, any depth
+  test/<class>/<image>      optional
+
+Without test/, a share (`test_fraction`) of each class's labeled images is held out as the
+test set (`metassl.data.holdout`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from metassl.data.arrays import ArrayDataset
+from metassl.data.images import _class_folders, _flatten, _from_paths, images_under
+from metassl.errors import DataError
+
+def load_imagefolder(root: Path, image_size: Optional[int] = 32, channels: Optional[int] = None,
+                     test_fraction: float = 0.2) -> ArrayDataset:
+    if not (root / "labeled").is_dir():
+        what = "does not exist" if not root.exists() else "has no labeled/ folder"
+        raise DataError(f"data: {root} {what}; expected labeled/<class>/<image>, optionally "
+                        "unlabeled/<image> and test/<class>/<image>")
+    folders = _class_folders(root / "labeled")
+    classes = [name for name, _ in folders]
+    paths, y = _flatten(folders, classes)
+    unlabeled = images_under(root / "unlabeled")
+    test_paths: list[Path] = []
+    test_y: list[int] = []
+    if (root / "test").is_dir():
+        test_paths, test_y = _flatten(_class_folders(root / "test", classes), classes)
+    return _from_paths(str(root), classes, paths + unlabeled, y + [-1] * len(unlabeled),
+                       test_paths, test_y, image_size, channels, test_fraction)

@@ -1,0 +1,102 @@
+"""The `npz` dataset: an `.npz` archive (`data_root`) of images or feature vectors.
+
+It holds `x` (N,C,H,W or N,H,W; uint8 or float 0..1; or N,D feature vectors), `y` (-1
+marks unlabeled), optional `x_test`, `y_test` and `classes` (names). Arrays keep their
+size. Without `x_test`, a share (`test_fraction`) of each class's labeled examples is held
+out as the test set (`metassl.data.holdout`).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from metassl.data.arrays import ArrayDataset, as_images, from_arrays
+from metassl.data.holdout import _hold_out_arrays
+from metassl.data.images import _first_line
+from metassl.data.vectors import check_vectors, from_vectors
+from metassl.errors import DataError
+
+def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise DataError(f"data: cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"data: {path} is not a readable .npz file ({_first_line(exc)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"data: {path} holds a single array; expected an .npz archive with x and y")
+    with archive:
+        arrays = {}
+        for key in ("x", "y", "x_test", "y_test", "classes"):
+            if key not in archive.files:
+                continue
+            try:
+                arrays[key] = archive[key]
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise DataError(f"data: {path} key {key!r} cannot be read ({_first_line(exc)})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"data: {path} has no array {key!r} (it has: {', '.join(arrays) or 'none'})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"data: {path} must hold x_test and y_test together")
+    classes = None
+    if "classes" in arrays:
+        names = arrays["classes"]
+        classes = [str(c) for c in names.reshape(-1)]
+        if len(set(classes)) != len(classes):
+            raise DataError(f"data: {path} key 'classes' names a class twice")
+    # x of N x D is feature vectors; images are N x H x W or N x C x H x W.
+    vectors = arrays["x"].ndim == 2
+    read_x = check_vectors if vectors else (lambda source, key, a: as_images(a, key, source))
+    x = read_x(str(path), "x", arrays["x"])
+    y = _npz_labels(path, "y", arrays["y"], -1, classes)
+    _check_count(path, "x", x, "y", y)
+    if not (y >= 0).any():
+        raise DataError(f"data: {path} has no labeled data: every label in y is -1 (unlabeled); "
+                        "training needs labeled examples of every class")
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test = read_x(str(path), "x_test", arrays["x_test"])
+        y_test = _npz_labels(path, "y_test", arrays["y_test"], 0, classes)
+        _check_count(path, "x_test", x_test, "y_test", y_test)
+    if classes is None:
+        top = max(int(v.max()) if len(v) else -1 for v in (y, y_test) if v is not None)
+        classes = [str(c) for c in range(max(top, 0) + 1)]
+    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction)
+    if vectors:
+        ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
+    else:
+        ds = from_arrays(str(path), x, y, x_test, y_test, classes=classes, allow_unlabeled=True)
+    ds.test_held_out = held_out
+    return ds
+
+
+def _npz_labels(path: Path, key: str, y: np.ndarray, lowest: int,
+                classes: Optional[list[str]]) -> np.ndarray:
+    if y.ndim != 1:
+        raise DataError(f"data: {path} key {key!r} has shape {'x'.join(map(str, y.shape))}; "
+                        "expected N labels")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            raise DataError(f"data: {path} {key}[{bad[0]}] = {y[bad[0]]} is not a whole number")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"data: {path} key {key!r} holds {y.dtype}; expected integer labels")
+    y = y.astype(np.int64)
+    top = len(classes) if classes is not None else None
+    bad = np.flatnonzero((y < lowest) | (y >= (top if top is not None else np.iinfo(np.int64).max)))
+    if bad.size:
+        i = int(bad[0])
+        upper = f"{top})" if top is not None else "inf)"
+        extra = " (-1 marks unlabeled)" if lowest < 0 else ""
+        raise DataError(f"data: {path} {key}[{i}] = {y[i]} is outside [{lowest}, {upper}{extra}")
+    return y
+
+
+def _check_count(path: Path, xkey: str, x: torch.Tensor, ykey: str, y: np.ndarray) -> None:
+    if len(x) != len(y):
+        raise DataError(f"data: {path} has {len(x)} images in {xkey} but {len(y)} labels in {ykey}")
