@@ -6,58 +6,23 @@ run this same module, so they read inputs exactly as training did:
 * images: uint8 (or 0..255-valued float) N x C x H x W at the run's size, divided by 255 and
   normalised with the training data's per-channel mean and std;
 * feature vectors (runs of `SSLClassifier.fit` on N x D arrays): float N x D, encoded into
-  8-bit 1 x S x S images by `VectorEncoder` first.
+  8-bit 1 x S x S images by `metassl.data.vectors.VectorEncoder` first.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from metassl.config import TrainConfig
 from metassl.data.runinfo import load_data_info
+from metassl.data.vectors import VectorEncoder  # noqa: F401  (part of this module's API)
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.errors import CheckpointError
-from metassl.models import MIN_IMAGE_SIZE, create_model
-
-
-class VectorEncoder(nn.Module):
-    """Feature vectors N x D -> 1 x S x S images of 0..255 values, S = max(8, ceil(sqrt(D))).
-
-    Each feature is standardised with the training data's mean and std, clipped to
-    +-CLIP standard deviations and quantised to 256 levels (steps of 8/255 of a standard
-    deviation), because the engine stores and augments every dataset as 8-bit images;
-    the S*S - D unused pixels are 0.
-    """
-
-    CLIP = 4.0
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.features = len(mean)
-        self.side = max(MIN_IMAGE_SIZE, math.ceil(math.sqrt(self.features)))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> "VectorEncoder":
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        return cls(mean.tolist(), np.where(std > 0, std, 1.0).tolist())
-
-    def info(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        z = ((v.float() - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
-        q = torch.round((z + self.CLIP) * (255.0 / (2 * self.CLIP)))
-        q = F.pad(q, (0, self.side * self.side - self.features))
-        return q.reshape(-1, 1, self.side, self.side)
+from metassl.models import create_model
 
 
 class Classifier(nn.Module):

@@ -33,7 +33,7 @@ class ArrayDataset:
     std: tuple[float, ...]
     hflip: bool  # whether a horizontal flip keeps the label (not for digits)
     test_held_out: bool = False  # the test set was carved from labeled training data
-    # Feature vectors encoded as images (metassl.api.inference.VectorEncoder): the encoder's
+    # Feature vectors encoded as images (metassl.data.vectors.VectorEncoder): the encoder's
     # per-feature {"mean": [...], "std": [...]}, and "columns" (their names) where a CSV
     # header named them; None for images.
     vectors: dict | None = None

@@ -41,7 +41,7 @@ def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
     return x + std * torch.randn_like(x) if std > 0 else x
 
 
-# Feature vectors are stored as 1 x S x S images (metassl.api.inference.VectorEncoder): feature j
+# Feature vectors are stored as 1 x S x S images (metassl.data.vectors.VectorEncoder): feature j
 # is pixel j in row-major order, standardised and mapped so that one standard deviation spans
 # 1/8 of the 0..1 range and the feature mean sits at 0.5.
 VECTOR_STD = 1.0 / 8.0

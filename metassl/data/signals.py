@@ -5,7 +5,7 @@ frequency (1 to 5 periods over the window) and the wave shape (sine for even cla
 clipped, square-like sine for odd ones). Phase, amplitude and offset are drawn per example and
 Gaussian noise is added, so neither a single sample nor the mean tells the class. 4000 training
 and 1000 test examples, the same on every call (a fixed generator seed). Vectors are stored the
-way `SSLClassifier` stores N x D arrays (`metassl.api.inference.VectorEncoder`), so runs on it
+way `SSLClassifier` stores N x D arrays (`metassl.data.vectors.VectorEncoder`), so runs on it
 take the feature-vector path: vector views for augmentation, and predict/export read N x 40.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Feature vectors (N x D numbers) as a dataset, the way `SSLClassifier` takes them.
 
 The engine stores and augments every dataset as 8-bit images, so vectors are encoded by
-`metassl.api.inference.VectorEncoder`, fitted on the training rows (labeled and unlabeled),
+`VectorEncoder`, fitted on the training rows (labeled and unlabeled),
 into 1 x S x S images; the dataset's ``vectors`` carries the encoder's per-feature mean and
 std so that predict and export read N x D inputs the same way. Read from an `.npz` whose
 ``x`` is N x D (`metassl.data.npz.load_npz`) or from a CSV table of numbers
@@ -11,11 +11,49 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from metassl.data.arrays import ArrayDataset, from_arrays
 from metassl.errors import DataError
+from metassl.models import MIN_IMAGE_SIZE
+
+
+class VectorEncoder(nn.Module):
+    """Feature vectors N x D -> 1 x S x S images of 0..255 values, S = max(8, ceil(sqrt(D))).
+
+    Each feature is standardised with the training data's mean and std, clipped to
+    +-CLIP standard deviations and quantised to 256 levels (steps of 8/255 of a standard
+    deviation), because the engine stores and augments every dataset as 8-bit images;
+    the S*S - D unused pixels are 0.
+    """
+
+    CLIP = 4.0
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.features = len(mean)
+        self.side = max(MIN_IMAGE_SIZE, math.ceil(math.sqrt(self.features)))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "VectorEncoder":
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        return cls(mean.tolist(), np.where(std > 0, std, 1.0).tolist())
+
+    def info(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        z = ((v.float() - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
+        q = torch.round((z + self.CLIP) * (255.0 / (2 * self.CLIP)))
+        q = F.pad(q, (0, self.side * self.side - self.features))
+        return q.reshape(-1, 1, self.side, self.side)
 
 
 def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
@@ -37,8 +75,6 @@ def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
 def from_vectors(name: str, x: Any, y: Any, x_test: Any = None, y_test: Any = None,
                  classes: Optional[Sequence[str]] = None) -> ArrayDataset:
     """An `ArrayDataset` of encoded vectors; ``y`` may mark unlabeled rows with -1."""
-    from metassl.api.inference import VectorEncoder  # deferred: the API builds on the data layer
-
     x = check_vectors(name, "x", x)
     if x_test is not None:
         x_test = check_vectors(name, "x_test", x_test)

@@ -92,3 +92,12 @@ def test_the_array_type_and_its_checks_import_no_reader():
     graph = import_graph(data_modules())
     assert graph["metassl.data.arrays"] == set()
 
+
+
+def test_the_data_layer_builds_on_nothing_above_it():
+    # The API, engine and methods build on the data layer; an import back (even a deferred one)
+    # would make the package's import order a circle through them.
+    above = ("metassl.api", "metassl.engine", "metassl.methods", "metassl.bench", "metassl.cli")
+    for name, path in data_modules().items():
+        up = sorted(m for m in imported(path) if m.startswith(above))
+        assert not up, f"{name} imports {up}"
