@@ -2,8 +2,10 @@
 
 A suite file holds ``base`` (overrides for every run), ``grid`` (key -> list of values,
 crossed), optional ``runs`` (a list of override mappings, each crossed with the grid),
-``seeds``, optional ``group_by`` (the keys that make a table row) and optional ``paper``
-(published errors: ``{match: {key: value}, error: float, source: str}``).
+``seeds``, optional ``group_by`` (the keys that make a table row), optional ``paper``
+(published errors: ``{match: {key: value}, error: float, source: str}``) and optional ``parents``
+(``{match: {key: value}, parent: {key: value}}``: the row a row is paired with by seed where that
+is not its method's parent, ``bench.paired``).
 Finished runs are skipped, interrupted ones resumed, so a suite can be re-run to completion.
 """
 from __future__ import annotations
@@ -25,11 +27,12 @@ from pathlib import Path
 import torch
 
 from metassl import config as config_mod
+from metassl.bench import paired
 from metassl.engine import rundir
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, MetasslError
 
-SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper"}
+SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper", "parents"}
 
 
 def suite_names() -> list[str]:
@@ -48,6 +51,11 @@ def load_suite(name_or_path: str) -> tuple[str, dict]:
     unknown = set(suite) - SUITE_KEYS
     if unknown:
         raise ConfigError(f"bench: {path}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(SUITE_KEYS))}")
+    for i, entry in enumerate(suite.get("parents") or []):
+        if not (isinstance(entry, dict) and set(entry) == {"match", "parent"}
+                and all(isinstance(entry[k], dict) and entry[k] for k in entry)):
+            raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}}, "
+                              f"got {entry!r}")
     return path.stem, suite
 
 
@@ -306,26 +314,36 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
         groups.setdefault(tuple(json.dumps(setting.get(k)) for k in keys), []).append(row)
     papers = suite.get("paper") or []
     has_paper = bool(papers)
-    head = keys + ["test error % (mean ± std)", "val error %", "runs", "wall min/run", "CPU min/run"]
+    head = keys + ["test error % (mean ± std)", "per seed", "last step %", "val error %", "runs", "wall min/run",
+                   "CPU min/run"]
     if has_paper:
         head.append("paper")
     lines = [f"# Suite `{name}`", "",
              f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
              f"{machine(jobs)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
-             f"Test error of {_selection(rows)}; mean ± sample std over seeds.{_differences(rows)}", "",
+             f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
+             f"order), and the error at the last step beside it.{_differences(rows)}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
-        cells = [json.loads(v) if v != "null" else "all" if k == "labels_per_class" else "-"
-                 for k, v in zip(keys, key)]
+        cells = _cells(keys, key)
         tests = [r["test_error"] for r in group if r.get("test_error") is not None]
+        per_seed = ", ".join(f"{r['test_error']:.2f}" for r in sorted(group, key=lambda r: r.get("seed", 0))
+                             if r.get("test_error") is not None)
+        last = [r["last_test_error"] for r in group if r.get("last_test_error") is not None]
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
-        cells += [_fmt(tests), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
+        cells += [_fmt(tests), per_seed or "n/a", _fmt(last), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
             cells.append(f"{match[0]['error']} ({match[0]['source']})" if match else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    comps = paired.comparisons(groups, keys, suite.get("parents") or [], lambda r: r.get("config") or r["overrides"])
+    lines += paired.table_lines(comps, lambda key: _cells(keys, key), keys)
     return "\n".join(lines) + "\n"
+
+
+def _cells(keys: list[str], key: tuple) -> list:
+    return [json.loads(v) if v != "null" else "all" if k == "labels_per_class" else "-" for k, v in zip(keys, key)]

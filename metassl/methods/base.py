@@ -54,6 +54,9 @@ class Method:
     meta_gradient: ClassVar[bool] = False
     # Unlabeled images per labeled one where ``unlabeled_batch_size`` is not set (FixMatch's μ).
     unlabeled_ratio: ClassVar[int] = 1
+    # The method this one extends, without the paper's addition: suite tables pair each row with
+    # it by seed (meta_pl_mixup against mixup_ssl, metamixup against mixup, ...).
+    parent: ClassVar[Optional[str]] = None
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, ctx: TrainContext):
         self.model, self.optimizer, self.cfg, self.ctx = model, optimizer, cfg, ctx

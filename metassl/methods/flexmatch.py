@@ -34,6 +34,7 @@ class FlexMatchConfig(FixMatchConfig):
 @METHODS.register("flexmatch")
 class FlexMatch(FixMatch):
     Config = FlexMatchConfig
+    parent = "fixmatch"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)

@@ -61,6 +61,7 @@ def fairness(logits_strong: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @METHODS.register("freematch")
 class FreeMatch(FixMatch):
     Config = FreeMatchConfig
+    parent = "fixmatch"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)

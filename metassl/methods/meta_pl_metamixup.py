@@ -31,6 +31,7 @@ class MetaPLMetaMixupConfig(MetaPLMixupConfig):
 @METHODS.register("meta_pl_metamixup")
 class MetaPLMetaMixup(LearnedLam, MetaPLMixup):
     Config = MetaPLMetaMixupConfig
+    parent = "meta_pl_mixup"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)

@@ -28,6 +28,7 @@ class MetaPLMixupConfig(FirstOrderConfig):
 @METHODS.register("meta_pl_mixup")
 class MetaPLMixup(MixupSSL):
     Config = MetaPLMixupConfig
+    parent = "mixup_ssl"
     meta_gradient = True
 
     def pseudo_labels(self, labeled, x_u):

@@ -20,6 +20,7 @@ from metassl.methods.mixing import mix, sample_lam
 @METHODS.register("metamixup")
 class MetaMixup(LearnedLam, Method):
     Config = MetaLamConfig
+    parent = "mixup"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)

@@ -31,6 +31,7 @@ class MetaMixupPLConfig(MetaMixupSSLConfig):
 @METHODS.register("metamixup_ssl")
 class MetaMixupSSL(LearnedLam, PseudoLabelMix):
     Config = MetaMixupSSLConfig
+    parent = "mixup_apl"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)
@@ -49,3 +50,4 @@ class MetaMixupSSL(LearnedLam, PseudoLabelMix):
 @METHODS.register("metamixup_pl")
 class MetaMixupPL(MetaMixupSSL):
     Config = MetaMixupPLConfig
+    parent = "mixup_pl"

@@ -37,6 +37,7 @@ def fold(lam: torch.Tensor) -> torch.Tensor:
 @METHODS.register("mixmatch_metamixup")
 class MixMatchMetaMixup(LearnedLam, MixMatch):
     Config = MixMatchMetaMixupConfig
+    parent = "mixmatch"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)

@@ -46,6 +46,7 @@ class SoftMatchConfig(MetaGradientConfig):
 @METHODS.register("softmatch")
 class SoftMatch(FixMatch):
     Config = SoftMatchConfig
+    parent = "fixmatch"
 
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)
