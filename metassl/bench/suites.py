@@ -328,13 +328,12 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
     for key, group in groups.items():
         cells = _cells(keys, key)
         tests = [r["test_error"] for r in group if r.get("test_error") is not None]
-        per_seed = ", ".join(f"{r['test_error']:.2f}" for r in sorted(group, key=lambda r: r.get("seed", 0))
-                             if r.get("test_error") is not None)
+        per_seed = _per_seed(group)
         last = [r["last_test_error"] for r in group if r.get("last_test_error") is not None]
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
-        cells += [_fmt(tests), per_seed or "n/a", _fmt(last), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
+        cells += [_fmt(tests), per_seed, _fmt(last), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
@@ -343,6 +342,13 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
     comps = paired.comparisons(groups, keys, suite.get("parents") or [], lambda r: r.get("config") or r["overrides"])
     lines += paired.table_lines(comps, lambda key: _cells(keys, key), keys)
     return "\n".join(lines) + "\n"
+
+
+def _per_seed(group: list[dict]) -> str:
+    """Each seed's test error in seed order; seeds named where they are not 0, 1, 2, ..."""
+    done = sorted((r.get("seed", 0), r["test_error"]) for r in group if r.get("test_error") is not None)
+    named = [s for s, _ in done] != list(range(len(done)))
+    return ", ".join(f"{f'seed {s}: ' if named else ''}{e:.2f}" for s, e in done) or "n/a"
 
 
 def _cells(keys: list[str], key: tuple) -> list:

@@ -24,9 +24,9 @@ from metassl.errors import ConfigError
 
 Setting = Literal["off", "on", "auto"]
 
-# ``auto`` compiles runs of at least this many steps. Compiling cnn3 took minutes on a CPU (less
-# once the kernel cache is warm) and saved about 20% of a 100 ms step, so it pays back after
-# several thousand steps.
+# ``auto`` compiles runs of at least this many steps. On a CPU, compiling cnn3's steps took 17-26 s
+# with a warm kernel cache (minutes with a cold one) and saved 4-9% of a 65-250 ms step (README,
+# Speed), so it pays back only after several thousand steps.
 AUTO_MIN_STEPS = 10000
 
 

@@ -100,3 +100,9 @@ def test_shipped_ablation_suites_pair_meta_only_with_neither():
     for name in ("fashion-ablation", "fashion-ablation-long"):
         _, suite = suites.load_suite(name)
         assert suite["parents"] == PARENTS
+
+
+def test_per_seed_cell_names_the_seeds_when_some_are_missing():
+    rows = [row("mixup_ssl", 1, 12.5), row("mixup_ssl", 2, 13.25)]
+    table = suites.make_table("s", {"description": "d"}, rows, ["method"])
+    assert "| mixup_ssl | 12.88 ± 0.53 | seed 1: 12.50, seed 2: 13.25 |" in table
