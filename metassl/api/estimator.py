@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -195,14 +196,24 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         holder = nullcontext(self.run_dir) if keep else tempfile.TemporaryDirectory(prefix="metassl-")
         with holder as where:
             path = Path(where)
-            rundir.prepare_new(path, cfg, overwrite=True)
+            # A run already in run_dir is replaced only once this one has read its data and built
+            # its model, as `metassl train --overwrite` does; a fit that fails first leaves it.
+            created, lock = rundir.claim_new(path, overwrite=True)
             try:
-                final = Trainer(cfg, path, data=data).fit()
+                try:
+                    trainer = Trainer(cfg, path, data=data, overwrite=True)
+                except BaseException:
+                    if created:
+                        shutil.rmtree(path, ignore_errors=True)
+                    raise
+                final = trainer.fit()
             except Interrupted:
                 # The temporary run it names is about to vanish; nothing there to resume.
                 raise KeyboardInterrupt from None
             except DataError as exc:  # e.g. too few examples of a class for val_per_class
                 raise _input_error(exc) from None
+            finally:
+                lock.close()
             write_data_info(path, data_info(data, labels=classes.tolist()))
             self._set_fitted(load_run(path, pick_device(cfg.device)), final)
         self.run_dir_ = path if keep else None

@@ -130,3 +130,20 @@ def test_predict_rejects_images_of_another_shape(tmp_path):
     with pytest.raises(DataError, match="1 x 8 x 8 images .* fit on 3 x 8 x 8"):
         clf.predict(x[:, :1])
     assert Path(clf.save(tmp_path / "r") / "data_info.json").is_file()
+
+
+def test_a_refit_that_fails_to_start_leaves_the_run_in_run_dir(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = blobs(30, rng, d=1)
+    run = tmp_path / "run"
+    SSLClassifier(method="supervised", model="mlp", run_dir=run, **FAST).fit(x, y)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    assert "final.json" in before and "checkpoint.pt" in before
+    # 10 examples a class cannot give 20 validation images a class: the split fails in the
+    # trainer, after the data was read and before anything was trained.
+    bad = SSLClassifier(method="supervised", model="mlp", run_dir=run, **{**FAST, "val_per_class": 20})
+    with pytest.raises(Exception) as info:
+        bad.fit(x, y)
+    assert "val" in str(info.value)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before
