@@ -9,10 +9,13 @@ The local distributional smoothness of an unlabeled x is
 
 with d a random unit vector refined by power iteration (ξ = 1e-6, one iteration) and p(y|x)
 held constant. The loss is CE(x_l) + α · mean LDS(x_u) (+ the mean prediction entropy on
-x_u for ``vat_em``). ε is in units of the normalised inputs and depends on the dataset: Miyato et
-al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively); the
-default 6.0 is Oliver et al.'s CIFAR-10 value for standardised inputs. Scaled by the typical input
-norm (√D), that is 1.0 for 8x8 digits and 3.0 for 28x28 images (``configs/vat.yaml``).
+x_u for ``vat_em``). ε is in units of the normalised inputs and depends on the input's size: Miyato
+et al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively), and
+6.0 is Oliver et al.'s CIFAR-10 value for standardised inputs. The default (``eps: null``) scales
+that value by the typical norm of a standardised input, √D for D input values:
+ε = 6.0 · √(D / 3072), i.e. 6.0 on 3x32x32 images, 3.0 on 28x28 and 0.87 on 8x8 digits and on
+feature vectors (stored as 8x8 images up to 64 features), where an unscaled 6.0 moved each value by
+about its own standard deviation and ``vat_em`` collapsed to one class.
 
 BatchNorm. The perturbed passes run in train mode (batch statistics) under ``frozen_bn_stats``,
 which leaves the running statistics alone, as the authors' code does with
@@ -25,7 +28,9 @@ The power iteration runs with autocast off: the logits move by O(ξ) there, belo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +44,21 @@ from metassl.methods.pseudo import frozen_bn_stats
 
 @dataclass
 class VATConfig:
-    eps: float = bounded(6.0, 0.0, lo_open=True)  # ε, norm of the perturbation in normalised input units
+    eps: Optional[float] = bounded(None, 0.0, lo_open=True)  # ε, norm of the perturbation in normalised input units; null: 6·√(D/3072) for D input values
     xi: float = bounded(1e-6, 0.0, lo_open=True)  # ξ, the power iteration's step
     power_iterations: int = bounded(1, 1)  # refinements of the adversarial direction
     alpha: float = bounded(1.0, 0.0)  # α, weight of the LDS loss
+
+
+# Oliver et al.'s ε for standardised CIFAR-10 and that input's number of values (3 x 32 x 32).
+REFERENCE_EPS, REFERENCE_SIZE = 6.0, 3 * 32 * 32
+
+
+def size_scaled_eps(eps: Optional[float], x: torch.Tensor) -> float:
+    """ε as set, or the reference ε scaled by the typical norm of one standardised input of ``x``."""
+    if eps is not None:
+        return eps
+    return REFERENCE_EPS * math.sqrt(x[0].numel() / REFERENCE_SIZE)
 
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:
@@ -81,7 +97,8 @@ class VAT(Method):
         p = logits_u.detach().softmax(1)
         with frozen_bn_stats(self.model):
             d = adversarial_direction(self.model, unlabeled.x, p, self.cfg.xi, self.cfg.power_iterations)
-            lds = kl_to_target(self.model(unlabeled.x + self.cfg.eps * d), p)
+            eps = size_scaled_eps(self.cfg.eps, unlabeled.x)
+            lds = kl_to_target(self.model(unlabeled.x + eps * d), p)
         loss = loss_l + self.cfg.alpha * lds
         out = {"loss_l": loss_l.detach(), "lds": lds.detach()}
         if self.entropy_weight:

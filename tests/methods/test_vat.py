@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 from metassl.methods.losses import kl_to_target
@@ -68,3 +69,27 @@ def test_vat_beats_supervised_on_digits(digits_error, supervised_error):
 
 def test_vat_em_beats_supervised_on_digits(digits_error, supervised_error):
     assert digits_error("vat_em", "vat_em.eps=1.0") < supervised_error - MARGIN
+
+
+def test_default_eps_scales_with_the_input_size():
+    from metassl.methods.vat import size_scaled_eps
+
+    assert size_scaled_eps(None, torch.zeros(2, 3, 32, 32)) == pytest.approx(6.0)
+    assert size_scaled_eps(None, torch.zeros(2, 1, 28, 28)) == pytest.approx(6.0 * 28 / 55.4256, rel=1e-4)
+    assert size_scaled_eps(None, torch.zeros(2, 1, 8, 8)) == pytest.approx(6.0 / (48 ** 0.5))
+    assert size_scaled_eps(2.5, torch.zeros(2, 1, 8, 8)) == 2.5
+
+
+
+def test_the_step_perturbs_by_the_scaled_eps(make_method, monkeypatch):
+    import metassl.methods.vat as vat
+
+    seen = []
+    real = vat.size_scaled_eps
+    monkeypatch.setattr(vat, "size_scaled_eps", lambda eps, x: seen.append(real(eps, x)) or seen[-1])
+    method, batches = make_method("vat")
+    method.train_step(*batches(), step=0)
+    assert seen == [pytest.approx(6.0 * (64 / 3072) ** 0.5)]
+    method, batches = make_method("vat", "eps=2.0")
+    method.train_step(*batches(), step=0)
+    assert seen[-1] == 2.0
