@@ -21,13 +21,15 @@ from metassl.methods import METHODS
 Setting = dict
 
 
-def _is_section(key: str) -> bool:
-    return key.split(".")[0] in METHODS.names()
+def _is_section(key: str, methods: tuple[str, ...] = ()) -> bool:
+    """Whether ``key`` belongs to a method's section: any method's, or one of ``methods``."""
+    head = key.split(".")[0]
+    return head in methods if methods else head in METHODS.names()
 
 
-def _common(setting: Setting, keys: list[str]) -> tuple:
-    """The grid keys that a row and the one it is paired with share: not the method or its section."""
-    return tuple((k, json.dumps(setting.get(k))) for k in keys if k != "method" and not _is_section(k))
+def _same(setting: Setting, other: Setting, keys: list[str], skip) -> bool:
+    """Whether two rows agree on every grid key for which ``skip(key)`` is false."""
+    return all(json.dumps(setting.get(k)) == json.dumps(other.get(k)) for k in keys if not skip(k))
 
 
 def _plugged(setting: Setting) -> bool:
@@ -39,22 +41,30 @@ def _matches(setting: Setting, match: dict) -> bool:
 
 
 def references(setting: Setting, keys: list[str], parents: list[dict]) -> list[tuple[str, Callable[[Setting], bool]]]:
-    """(label, predicate) of the rows ``setting``'s row is compared with: supervised, then its parent."""
-    common, method = _common(setting, keys), setting.get("method")
+    """(label, predicate) of the rows ``setting``'s row is compared with: supervised, then its
+    parent. Each agrees with the row on every grid key the comparison does not change: supervised
+    on all but the method and the methods' sections; the same method without the plug-in on all
+    but ``METHOD.meta_gradient``; a ``parents`` entry on all but the keys it names; a parent method
+    on all but the two methods' sections."""
+    method = setting.get("method")
     out = []
     if method != "supervised":
-        out.append(("supervised", lambda s: s.get("method") == "supervised" and _common(s, keys) == common))
+        out.append(("supervised", lambda s: s.get("method") == "supervised" and _same(
+            setting, s, keys, lambda k: k == "method" or _is_section(k))))
     entry = next((p for p in parents if _matches(setting, p["match"])), None)
     if entry is not None:
+        named = set(entry["match"]) | set(entry["parent"])
         label = ", ".join(f"{k}={v}" for k, v in entry["parent"].items())
-        out.append((label, lambda s: _matches(s, entry["parent"]) and _common(s, keys) == common))
+        out.append((label, lambda s: _matches(s, entry["parent"]) and _same(setting, s, keys, lambda k: k in named)))
     elif _plugged(setting):
-        out.append((f"{method} without meta_gradient",
-                    lambda s: s.get("method") == method and not _plugged(s) and _common(s, keys) == common))
+        flag = f"{method}.meta_gradient"
+        out.append((f"{method} without meta_gradient", lambda s: s.get("method") == method and not _plugged(s)
+                    and _same(setting, s, keys, lambda k: k in ("method", flag))))
     else:
         parent = getattr(METHODS.get(method), "parent", None) if method in METHODS.names() else None
         if parent:
-            out.append((parent, lambda s: s.get("method") == parent and not _plugged(s) and _common(s, keys) == common))
+            out.append((parent, lambda s: s.get("method") == parent and not _plugged(s) and _same(
+                setting, s, keys, lambda k: k == "method" or _is_section(k, (method, parent)))))
     return out
 
 
@@ -72,9 +82,18 @@ def paired_t(diffs: list[float]) -> Optional[tuple[float, float]]:
     return t, float(2 * stats.t.sf(abs(t), n - 1))
 
 
+def seed_of(row: dict):
+    return row.get("seed", (row.get("config") or {}).get("seed"))
+
+
 def _by_seed(rows: list[dict]) -> dict:
-    return {r.get("seed", (r.get("config") or {}).get("seed")): r["test_error"]
-            for r in rows if r.get("test_error") is not None}
+    """Test error by seed; a seed with two runs in the group (a suite filled in parts with other
+    settings) is left out of the pairing rather than one of them chosen."""
+    errors: dict = {}
+    for r in rows:
+        if r.get("test_error") is not None:
+            errors.setdefault(seed_of(r), []).append(r["test_error"])
+    return {seed: values[0] for seed, values in errors.items() if len(values) == 1}
 
 
 def comparisons(groups: dict[tuple, list[dict]], keys: list[str], parents: list[dict],
@@ -85,10 +104,14 @@ def comparisons(groups: dict[tuple, list[dict]], keys: list[str], parents: list[
     for key, rows in groups.items():
         mine = _by_seed(rows)
         for label, wanted in references(reps[key], keys, parents):
-            other = next((k for k, s in reps.items() if k != key and wanted(s)), None)
-            if other is None:
+            others = [k for k, s in reps.items() if k != key and wanted(s)]
+            if len(others) > 1:
+                out.append({"group": key, "against": f"{label}: {len(others)} rows match, not paired",
+                            "seeds": [], "diffs": [], "mean": None, "lower": 0, "t": None})
                 continue
-            theirs = _by_seed(groups[other])
+            if not others:
+                continue
+            theirs = _by_seed(groups[others[0]])
             seeds = sorted(s for s in mine if s in theirs)
             if not seeds:
                 continue
@@ -109,10 +132,14 @@ def table_lines(comps: list[dict], cells_of: Callable[[tuple], list], keys: list
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in comps:
         t = c["t"]
+        if not c["diffs"]:
+            cells = cells_of(c["group"]) + [c["against"], "-", "-", "-", "-", "-"]
+            lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+            continue
         cells = cells_of(c["group"]) + [
             c["against"], ", ".join(str(s) for s in c["seeds"]),
             ", ".join(f"{d:+.2f}" for d in c["diffs"]), f"{c['mean']:+.2f}",
             f"{c['lower']}/{len(c['diffs'])}",
-            f"{t[0]:+.2f} ({t[1]:.2f})" if t else "-"]
+            f"{t[0]:+.2f} ({t[1]:.2g})" if t else "-"]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return lines

@@ -346,7 +346,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
 
 def _per_seed(group: list[dict]) -> str:
     """Each seed's test error in seed order; seeds named where they are not 0, 1, 2, ..."""
-    done = sorted((r.get("seed", 0), r["test_error"]) for r in group if r.get("test_error") is not None)
+    done = sorted((paired.seed_of(r), r["test_error"]) for r in group if r.get("test_error") is not None)
     named = [s for s, _ in done] != list(range(len(done)))
     return ", ".join(f"{f'seed {s}: ' if named else ''}{e:.2f}" for s, e in done) or "n/a"
 

@@ -8,7 +8,8 @@ window's strided corners). ``max_pool2x2`` is that: the four corners a, b, c, d 
 row-major order on ties as the native kernel picks it. Values, gradients, second derivatives
 and returned indices equal ``F.max_pool2d(x, 2, ceil_mode=...)``'s (``tests/models/test_pool.py``).
 
-Elsewhere (CUDA, channels_last, under ``torch.compile`` or a ``torch.func`` transform, an odd
+Elsewhere (CUDA, channels_last or other non-contiguous inputs, inputs that are not N x C x H x W
+or smaller than 2x2, under ``torch.compile`` or a ``torch.func`` transform, forward-mode AD, an odd
 map in ceil mode) it is ``F.max_pool2d``. It takes part in ``__torch_function__`` overrides, so ``meta.Kinks`` can record
 and replay its windows as it does ``F.max_pool2d``'s.
 """
@@ -25,6 +26,7 @@ def _native(x: torch.Tensor, ceil_mode: bool) -> bool:
     odd = x.dim() == 4 and (x.shape[-1] % 2 or x.shape[-2] % 2)
     return (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or (ceil_mode and odd)
             or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch.autograd.forward_ad._current_level >= 0
             or min(x.shape[-2:]) < 2)
 
 
@@ -60,12 +62,14 @@ class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ceil_mode):
         out, corners = _maxima(x)
-        ctx.save_for_backward(x, _indices(x, corners, out))
+        idx = _indices(x, ceil_mode, corners, out)
+        ctx.save_for_backward(x, idx)
         ctx.ceil_mode = ceil_mode
-        return out
+        ctx.mark_non_differentiable(idx)
+        return out, idx
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, _):
         # The native kernel's backward (cheap, unlike its NCHW forward), which autograd
         # differentiates again for the exact meta-gradients as it does after ``F.max_pool2d``.
         x, idx = ctx.saved_tensors
@@ -73,8 +77,11 @@ class _MaxPool2x2(torch.autograd.Function):
                                                                ctx.ceil_mode, idx), None
 
 
-def _indices(x: torch.Tensor, corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d``'s ``return_indices``: each winner's flat position in the input's map."""
+def _indices(x: torch.Tensor, ceil_mode: bool, corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d``'s ``return_indices``: each winner's flat position in the input's map. A
+    window holding NaN is won by its last NaN in the native kernel; such maps take its indices."""
+    if torch.isnan(out).any():
+        return F.max_pool2d(x.detach(), 2, ceil_mode=ceil_mode, return_indices=True)[1]
     h, w = out.shape[-2:]
     width = x.shape[-1]
     offset = torch.tensor([0, 1, width, width + 1], device=x.device)
@@ -89,15 +96,12 @@ def max_pool2x2(x: torch.Tensor, ceil_mode: bool = False, return_indices: bool =
     if _native(x, ceil_mode):
         return F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=return_indices)
     if torch.is_grad_enabled() and x.requires_grad:
-        out = _MaxPool2x2.apply(x, ceil_mode)
-        if not return_indices:
-            return out
-        _, corners = _maxima(x.detach())
-    else:
-        out, corners = _maxima(x)
-        if not return_indices:
-            return out
-    return out, _indices(x, corners, out.detach())
+        out, idx = _MaxPool2x2.apply(x, ceil_mode)
+        return (out, idx) if return_indices else out
+    out, corners = _maxima(x)
+    if not return_indices:
+        return out
+    return out, _indices(x, ceil_mode, corners, out)
 
 
 class MaxPool2x2(nn.Module):

@@ -1,4 +1,5 @@
 """Suite tables pair each row with supervised training and with its parent, seed by seed."""
+import json
 import math
 
 import pytest
@@ -106,3 +107,41 @@ def test_per_seed_cell_names_the_seeds_when_some_are_missing():
     rows = [row("mixup_ssl", 1, 12.5), row("mixup_ssl", 2, 13.25)]
     table = suites.make_table("s", {"description": "d"}, rows, ["method"])
     assert "| mixup_ssl | 12.88 ± 0.53 | seed 1: 12.50, seed 2: 13.25 |" in table
+
+
+def test_a_row_is_paired_only_with_the_reference_of_its_own_other_settings():
+    # fixmatch at two thresholds, each with and without the plug-in: the plugged 0.95 row pairs
+    # with the plain 0.95 row, not with whichever plain row comes first.
+    keys = ["method", "fixmatch.threshold", "fixmatch.meta_gradient"]
+    rows = [row("fixmatch", s, e, **{"fixmatch.threshold": t, "fixmatch.meta_gradient": g})
+            for t, g, errs in [(0.8, False, [20.0, 21.0]), (0.95, False, [12.0, 12.5]),
+                               (0.8, True, [19.0, 20.0]), (0.95, True, [13.0, 12.0])]
+            for s, e in enumerate(errs)]
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(json.dumps(r["config"].get(k)) for k in keys), []).append(r)
+    comps = paired.comparisons(groups, keys, [], lambda r: r["config"])
+    plug = {groups[c["group"]][0]["config"]["fixmatch.threshold"]: c["diffs"] for c in comps
+            if c["against"] == "fixmatch without meta_gradient"}
+    assert plug[0.95] == pytest.approx([1.0, -0.5]) and plug[0.8] == pytest.approx([-1.0, -1.0])
+
+
+def test_several_matching_references_are_reported_not_guessed():
+    # Without the threshold among the grid keys, two plain fixmatch rows fit the plugged one.
+    keys = ["method", "fixmatch.meta_gradient"]
+    rows = [row("fixmatch", 0, 12.0, **{"fixmatch.meta_gradient": True}),
+            row("fixmatch", 0, 20.0, **{"fixmatch.meta_gradient": False}),
+            row("fixmatch", 0, 13.0, **{"fixmatch.meta_gradient": False, "x": 1})]
+    groups = {("a",): rows[:1], ("b",): rows[1:2], ("c",): rows[2:]}
+    comps = paired.comparisons(groups, keys, [], lambda r: r["config"])
+    (c,) = [c for c in comps if c["group"] == ("a",)]
+    assert "2 rows match, not paired" in c["against"] and c["diffs"] == []
+    assert "not paired | - |" in "\n".join(paired.table_lines(comps, lambda k: list(k), ["g"]))
+
+
+def test_a_seed_run_twice_in_a_group_is_left_out_of_the_pairing():
+    groups = {("s",): [row("supervised", 0, 10.0), row("supervised", 1, 11.0)],
+              ("m",): [row("mixup_ssl", 0, 9.0), row("mixup_ssl", 0, 9.5), row("mixup_ssl", 1, 10.0)]}
+    comps = paired.comparisons(groups, ["method"], [], lambda r: r["config"])
+    (c,) = comps
+    assert c["seeds"] == [1] and c["diffs"] == pytest.approx([-1.0])

@@ -84,3 +84,39 @@ def test_cnn3_uses_it_and_stock_swap_keeps_the_function():
     assert not any(isinstance(m, MaxPool2x2) for m in model.modules())
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
     assert torch.equal(model(x), before)
+
+
+@pytest.mark.parametrize("window", [[[float("nan"), 1.0], [2.0, 3.0]], [[1.0, float("nan")], [2.0, 3.0]],
+                                    [[float("nan"), float("nan")], [2.0, 3.0]], [[1.0, 2.0], [float("nan"), 0.0]]])
+def test_nan_windows_take_the_native_winner(window):
+    x = torch.tensor(window).view(1, 1, 2, 2).repeat(1, 2, 2, 2)
+    out, idx = max_pool2x2(x, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(idx, ref_idx)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (ga,) = torch.autograd.grad(max_pool2x2(a).nan_to_num().sum(), a)
+    (gb,) = torch.autograd.grad(F.max_pool2d(b, 2).nan_to_num().sum(), b)
+    assert torch.equal(ga, gb)
+
+
+def test_forward_mode_ad_uses_the_native_kernel():
+    import torch.autograd.forward_ad as fwad
+
+    x, t = torch.ones(1, 1, 4, 4), torch.arange(16.0).view(1, 1, 4, 4)
+    with fwad.dual_level():
+        tangent = fwad.unpack_dual(max_pool2x2(fwad.make_dual(x, t))).tangent
+        ref = fwad.unpack_dual(F.max_pool2d(fwad.make_dual(x, t), 2)).tangent
+    assert torch.equal(tangent, ref)
+
+
+def test_kinks_replay_keeps_a_nan_window_nan():
+    from metassl.meta.functional import Kinks
+
+    x = torch.randn(1, 1, 4, 4)
+    x[0, 0, 0, 0] = float("nan")
+    kinks = Kinks()
+    with kinks.record():
+        recorded = max_pool2x2(x)
+    with kinks.replay():
+        replayed = max_pool2x2(x + 1)
+    assert recorded[0, 0, 0, 0].isnan() and replayed[0, 0, 0, 0].isnan()
