@@ -207,15 +207,15 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                         shutil.rmtree(path, ignore_errors=True)
                     raise
                 final = trainer.fit()
+                write_data_info(path, data_info(data, labels=classes.tolist()))
+                self._set_fitted(load_run(path, pick_device(cfg.device)), final)
             except Interrupted:
-                # The temporary run it names is about to vanish; nothing there to resume.
+                # An estimator's fit is not resumed: stop as Ctrl-C stops any Python call.
                 raise KeyboardInterrupt from None
             except DataError as exc:  # e.g. too few examples of a class for val_per_class
                 raise _input_error(exc) from None
             finally:
                 lock.close()
-            write_data_info(path, data_info(data, labels=classes.tolist()))
-            self._set_fitted(load_run(path, pick_device(cfg.device)), final)
         self.run_dir_ = path if keep else None
         return self
 
