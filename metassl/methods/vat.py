@@ -14,8 +14,9 @@ et al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled res
 6.0 is Oliver et al.'s CIFAR-10 value for standardised inputs. The default (``eps: null``) scales
 that value by the typical norm of a standardised input, √D for D input values:
 ε = 6.0 · √(D / 3072), i.e. 6.0 on 3x32x32 images, 3.0 on 28x28 and 0.87 on 8x8 digits and on
-feature vectors (stored as 8x8 images up to 64 features), where an unscaled 6.0 moved each value by
-about its own standard deviation and ``vat_em`` collapsed to one class.
+feature vectors (stored as 8x8 images up to 64 features), where an unscaled 6.0 moves each value by
+about its own standard deviation. (``vat_em`` collapsing to one class on the generated vector set
+happens at either ε: that is its entropy term; README, defaults.)
 
 BatchNorm. The perturbed passes run in train mode (batch statistics) under ``frozen_bn_stats``,
 which leaves the running statistics alone, as the authors' code does with
