@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test fashion-data clean
+.PHONY: install demo test fashion-data gpu-data clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ fashion-data:
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
 		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
 	fi
+
+# A copy inside the checkout (ignored by git), for scripts/gpu-suite.sh on a machine without the package.
+gpu-data: fashion-data
+	mkdir -p data/fashion-mnist
+	cp $(FASHION)/*-ubyte.gz data/fashion-mnist/
 
 demo: install
 	$(VENV)/bin/metassl bench digits --out runs/demo --jobs 2

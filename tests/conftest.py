@@ -1,7 +1,10 @@
+import gzip
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +18,22 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"metassl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+# IDX files (MNIST's format) written for a test.
+def idx_bytes(array: np.ndarray) -> bytes:
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D}
+    code = codes[array.dtype.type]
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
 
 
 def pytest_collection_modifyitems(config, items):

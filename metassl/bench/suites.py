@@ -265,6 +265,15 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     else:
         for i, p, cfg in todo:
             _run_one(i, len(runs), p, cfg, None)
+    return tabulate(name_or_path, out, jobs)
+
+
+def tabulate(name_or_path: str, out: Path, jobs: int = 1) -> str:
+    """Write ``out/results.json`` and ``out/table.md`` from every finished run of the suite in
+    ``out`` (trains nothing) and return the table."""
+    name, suite = load_suite(name_or_path)
+    runs = expand(suite)
+    paths = [out / run_name(flat) for flat in runs]
     # Each row records the configuration its run was trained with (its own config.yaml), which
     # differs from this invocation's when the suite was filled in parts with other overrides.
     rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.load_yaml(p / "config.yaml")),

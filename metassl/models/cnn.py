@@ -37,6 +37,19 @@ def _conv_bn(cin: int, cout: int, kernel: int, padding: int, act: nn.Module) -> 
     return [nn.Conv2d(cin, cout, kernel, padding=padding, bias=False), nn.BatchNorm2d(cout), act]
 
 
+def _conv_bn_pool(cin: int, cout: int, kernel: int, padding: int, act: nn.Module,
+                  ceil_mode: bool = False) -> list[nn.Module]:
+    """Conv, BatchNorm, activation and a 2x2 max pool, the pool placed before the activation.
+
+    A max commutes with a nondecreasing activation (ReLU, leaky ReLU): act(max(w)) = max(act(w))
+    for every window w, and the gradient reaches the same input either way (the window's winner
+    where it is positive, nothing where it is not), so the network computes the same function
+    with the same derivatives, with the activation on a quarter of the elements.
+    ``pool.use_stock_pools`` restores the usual order."""
+    conv, bn, act = _conv_bn(cin, cout, kernel, padding, act)
+    return [conv, bn, MaxPool2x2(ceil_mode=ceil_mode), act]
+
+
 class CNN3(nn.Module):
     """Three conv blocks (32, 64, 128 channels, each halving the map) and a 256-unit hidden layer.
 
@@ -49,14 +62,11 @@ class CNN3(nn.Module):
         # ``dropout``: spatial dropout after the first two blocks, as ConvLarge has after its first two.
         drop = [nn.Dropout2d(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(
-            *_conv_bn(in_channels, 32, 3, 1, nn.ReLU()),
-            MaxPool2x2(),
+            *_conv_bn_pool(in_channels, 32, 3, 1, nn.ReLU()),
             *drop,
-            *_conv_bn(32, 64, 3, 1, nn.ReLU()),
-            MaxPool2x2(),
+            *_conv_bn_pool(32, 64, 3, 1, nn.ReLU()),
             *(copy.deepcopy(drop)),
-            *_conv_bn(64, 128, 3, 1, nn.ReLU()),
-            MaxPool2x2(ceil_mode=True),
+            *_conv_bn_pool(64, 128, 3, 1, nn.ReLU(), ceil_mode=True),
             nn.AdaptiveAvgPool2d(3),
             nn.Flatten(),
             nn.Linear(128 * 9, hidden, bias=False),
@@ -84,15 +94,13 @@ class ConvLarge(nn.Module):
         self.block1 = nn.Sequential(
             *_conv_bn(in_channels, 128, 3, 1, act()),
             *_conv_bn(128, 128, 3, 1, act()),
-            *_conv_bn(128, 128, 3, 1, act()),
-            MaxPool2x2(),
+            *_conv_bn_pool(128, 128, 3, 1, act()),
             nn.Dropout2d(dropout),
         )
         self.block2 = nn.Sequential(
             *_conv_bn(128, 256, 3, 1, act()),
             *_conv_bn(256, 256, 3, 1, act()),
-            *_conv_bn(256, 256, 3, 1, act()),
-            MaxPool2x2(),
+            *_conv_bn_pool(256, 256, 3, 1, act()),
             nn.Dropout2d(dropout),
         )
         # The first conv here is "valid" (unpadded) in the original network.

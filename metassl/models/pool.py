@@ -119,10 +119,21 @@ class MaxPool2x2(nn.Module):
 
 def use_stock_pools(model: nn.Module) -> nn.Module:
     """Swap every ``MaxPool2x2`` of ``model`` for the ``nn.MaxPool2d`` it equals, in place (no
-    parameters change): the network as PyTorch's own layers build it."""
+    parameters change), after the activation that follows it (the models pool first, an
+    equivalent order): the network as PyTorch's own layers usually build it."""
     for name, child in list(model.named_children()):
+        if isinstance(child, nn.Sequential):
+            layers = list(child)
+            for i, layer in enumerate(layers):
+                if isinstance(layer, MaxPool2x2) and i + 1 < len(layers) and isinstance(layers[i + 1], _MONOTONE):
+                    layers[i], layers[i + 1] = layers[i + 1], layer
+            for i, layer in enumerate(layers):
+                child._modules[str(i)] = layer
         if isinstance(child, MaxPool2x2):
             setattr(model, name, nn.MaxPool2d(2, ceil_mode=child.ceil_mode))
         else:
             use_stock_pools(child)
     return model
+
+
+_MONOTONE = (nn.ReLU, nn.LeakyReLU)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from metassl.data.idx import load_mnist_like, read_idx
 from metassl.data.sources import DATASETS, load_dataset
 from metassl.data.svhn import read_svhn_mat
 from metassl.errors import ConfigError, DataError
+from tests.conftest import idx_bytes, write_idx
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -38,21 +38,6 @@ def raises_one_line(exc_type, fn, *args, **kwargs) -> str:
 
 
 # --------------------------------------------------------------------------- IDX
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D}
-    code = codes[array.dtype.type]
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = idx_bytes(array)
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
 
 
 def mnist_arrays(seed: int, h: int = 6, w: int = 5):

@@ -71,19 +71,40 @@ def test_falls_back_where_native_is_used():
     assert torch.equal(max_pool2x2(x), F.max_pool2d(x, 2))
 
 
-def test_cnn3_uses_it_and_stock_swap_keeps_the_function():
+def _order(model):
+    return [type(m).__name__ for m in model.modules() if isinstance(m, (MaxPool2x2, torch.nn.MaxPool2d, torch.nn.ReLU,
+                                                                      torch.nn.LeakyReLU))]
+
+
+@pytest.mark.parametrize("name,size", [("cnn3", 28), ("cnn3_dropout", 28), ("convlarge", 16)])
+def test_models_pool_before_the_activation_and_the_stock_network_has_the_same_derivatives(name, size):
+    import copy
+
     from metassl.models import create_model
     from metassl.models.pool import use_stock_pools
 
     torch.manual_seed(0)
-    model = create_model("cnn3", 1, 10, 28).eval()
-    assert sum(isinstance(m, MaxPool2x2) for m in model.modules()) == 3
-    x = torch.randn(4, 1, 28, 28)
-    before = model(x)
-    use_stock_pools(model)
-    assert not any(isinstance(m, MaxPool2x2) for m in model.modules())
-    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
-    assert torch.equal(model(x), before)
+    model = create_model(name, 1, 10, size)
+    order = _order(model)
+    pools = [i for i, t in enumerate(order) if t == "MaxPool2x2"]
+    assert len(pools) == (3 if name.startswith("cnn3") else 2)
+    assert all(order[i + 1] in ("ReLU", "LeakyReLU") for i in pools)  # the activation on the pooled map
+    stock = use_stock_pools(copy.deepcopy(model))
+    stock_order = _order(stock)
+    assert "MaxPool2x2" not in stock_order and stock_order.count("MaxPool2d") == len(pools)
+    assert all(stock_order[i - 1] in ("ReLU", "LeakyReLU") for i, t in enumerate(stock_order) if t == "MaxPool2d")
+    assert list(model.state_dict()) == list(stock.state_dict())
+    x = torch.randn(8, 1, size, size, requires_grad=True)
+    results = []
+    for m in (model, stock):
+        torch.manual_seed(1)  # the same dropout masks
+        out = m(x)
+        grads = torch.autograd.grad(out.logsumexp(1).sum(), [x, *m.parameters()], create_graph=True)
+        second = torch.autograd.grad(sum((g ** 2).sum() for g in grads[1:]), [x])[0]
+        results.append((out, grads, second))
+    (out_a, grads_a, second_a), (out_b, grads_b, second_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(second_a, second_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
 
 
 @pytest.mark.parametrize("window", [[[float("nan"), 1.0], [2.0, 3.0]], [[1.0, float("nan")], [2.0, 3.0]],
