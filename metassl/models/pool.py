@@ -8,9 +8,10 @@ row-major order on ties as the native kernel picks it. Values, gradients, second
 and returned indices equal ``F.max_pool2d(x, 2, ceil_mode=...)``'s (``tests/models/test_pool.py``).
 
 Elsewhere (CUDA, channels_last or other non-contiguous inputs, inputs that are not N x C x H x W
-or smaller than 2x2, under ``torch.compile`` or a ``torch.func`` transform, forward-mode AD, an odd
-map in ceil mode) it is ``F.max_pool2d``. It takes part in ``__torch_function__`` overrides, so ``meta.Kinks`` can record
-and replay its windows as it does ``F.max_pool2d``'s.
+or smaller than 2x2, not floating point, under ``torch.compile`` or a ``torch.func`` transform,
+forward-mode AD) it is ``F.max_pool2d``. In ceil mode an odd map is padded with -inf to even. It
+takes part in ``__torch_function__`` overrides, so ``meta.Kinks`` can record and replay its
+windows as it does ``F.max_pool2d``'s.
 """
 from __future__ import annotations
 
@@ -20,19 +21,23 @@ from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
 
-def _native(x: torch.Tensor, ceil_mode: bool) -> bool:
-    # An odd map in ceil mode would need a padded copy, which costs what the native kernel saves.
-    odd = x.dim() == 4 and (x.shape[-1] % 2 or x.shape[-2] % 2)
-    return (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or (ceil_mode and odd)
+def _native(x: torch.Tensor) -> bool:
+    return (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or not x.is_floating_point()
             or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
             or torch.autograd.forward_ad._current_level >= 0
             or min(x.shape[-2:]) < 2)
 
 
-def _even(x: torch.Tensor) -> torch.Tensor:
-    """``x`` cropped to even height and width (floor mode drops the last row and column)."""
+def _even(x: torch.Tensor, ceil_mode: bool) -> torch.Tensor:
+    """``x`` with even height and width: floor mode drops an odd last row or column; ceil mode
+    pads it with -inf, which never wins a window (its first corner, the top left, is always in
+    the map and wins ties)."""
     h, w = x.shape[-2:]
-    return x[..., : h - h % 2, : w - w % 2] if h % 2 or w % 2 else x
+    if not (h % 2 or w % 2):
+        return x
+    if ceil_mode:
+        return F.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
+    return x[..., : h - h % 2, : w - w % 2]
 
 
 def _corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -41,8 +46,8 @@ def _corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return v[:, :, :, 0, :, 0], v[:, :, :, 0, :, 1], v[:, :, :, 1, :, 0], v[:, :, :, 1, :, 1]
 
 
-def _maxima(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    corners = _corners(_even(x))
+def _maxima(x: torch.Tensor, ceil_mode: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    corners = _corners(_even(x, ceil_mode))
     a, b, c, d = corners
     return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)), corners
 
@@ -60,7 +65,7 @@ def _winner(corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tenso
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ceil_mode):
-        out, corners = _maxima(x)
+        out, corners = _maxima(x, ceil_mode)
         idx = _indices(x, ceil_mode, corners, out)
         ctx.save_for_backward(x, idx)
         ctx.ceil_mode = ceil_mode
@@ -92,12 +97,12 @@ def max_pool2x2(x: torch.Tensor, ceil_mode: bool = False, return_indices: bool =
     """``F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=return_indices)``."""
     if has_torch_function_unary(x):
         return handle_torch_function(max_pool2x2, (x,), x, ceil_mode=ceil_mode, return_indices=return_indices)
-    if _native(x, ceil_mode):
+    if _native(x):
         return F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=return_indices)
     if torch.is_grad_enabled() and x.requires_grad:
         out, idx = _MaxPool2x2.apply(x, ceil_mode)
         return (out, idx) if return_indices else out
-    out, corners = _maxima(x)
+    out, corners = _maxima(x, ceil_mode)
     if not return_indices:
         return out
     return out, _indices(x, ceil_mode, corners, out)

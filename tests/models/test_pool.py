@@ -12,7 +12,9 @@ def inputs(shape, seed):
     g = torch.Generator().manual_seed(seed)
     relu = torch.randn(shape, generator=g, dtype=torch.float64).relu()  # ties at zero
     ties = torch.randint(0, 3, shape, generator=g).double()              # ties everywhere
-    return [relu, ties]
+    # -inf (as padding is) and ties among them, in border windows too
+    infs = torch.where(torch.rand(shape, generator=g) < 0.6, float("-inf"), ties)
+    return [relu, ties, infs]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -69,6 +71,18 @@ def test_module_and_gradcheck():
 def test_falls_back_where_native_is_used():
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     assert torch.equal(max_pool2x2(x), F.max_pool2d(x, 2))
+
+
+def test_odd_maps_in_ceil_mode_take_the_corner_path(monkeypatch):
+    calls = []
+    native = F.max_pool2d
+    monkeypatch.setattr(F, "max_pool2d", lambda *a, **k: calls.append(a[0].shape) or native(*a, **k))
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    max_pool2x2(x, True).sum().backward()
+    max_pool2x2(x.detach(), True, return_indices=True)
+    assert calls == []
+    max_pool2x2(x.detach().contiguous(memory_format=torch.channels_last), True)  # the spy sees fallbacks
+    assert len(calls) == 1
 
 
 def _order(model):
