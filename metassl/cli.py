@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -41,17 +40,15 @@ def cmd_train(args) -> int:
     else:
         cfg = config_mod.load_config(args.config, args.overrides)
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
-        created = False
-        if rank0:
-            created, lock = rundir.claim_new(path, overwrite=args.overwrite)
+        claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
+        lock = claim.lock if claim is not None else None
         try:
             # A run already in the directory is removed only once this one has read its data and
             # built its model.
             trainer = Trainer(cfg, path, overwrite=args.overwrite)
         except BaseException:
-            # Nothing of a run that never started is left behind.
-            if created:
-                shutil.rmtree(path, ignore_errors=True)
+            if claim is not None:  # nothing of a run that never started is left behind
+                claim.abandon()
             raise
     print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
     try:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -198,13 +197,12 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             path = Path(where)
             # A run already in run_dir is replaced only once this one has read its data and built
             # its model, as `metassl train --overwrite` does; a fit that fails first leaves it.
-            created, lock = rundir.claim_new(path, overwrite=True)
+            claim = rundir.claim_new(path, overwrite=True)
             try:
                 try:
                     trainer = Trainer(cfg, path, data=data, overwrite=True)
                 except BaseException:
-                    if created:
-                        shutil.rmtree(path, ignore_errors=True)
+                    claim.abandon()
                     raise
                 final = trainer.fit()
                 write_data_info(path, data_info(data, labels=classes.tolist()))
@@ -215,7 +213,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             except DataError as exc:  # e.g. too few examples of a class for val_per_class
                 raise _input_error(exc) from None
             finally:
-                lock.close()
+                claim.release()
         self.run_dir_ = path if keep else None
         return self
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -91,10 +92,33 @@ def lock_run(path: Path) -> IO:
     return fh
 
 
-def claim_new(path: Path, *, overwrite: bool) -> tuple[bool, IO]:
+@dataclass
+class Claim:
+    """A directory taken for a new run (``claim_new``): hold it until the run ends (``release``),
+    or give it back as found if the run never starts (``abandon``)."""
+
+    path: Path
+    created: bool  # the directory was created for this run
+    new_lock: bool  # so was its lock file
+    lock: IO
+
+    def release(self) -> None:
+        self.lock.close()
+
+    def abandon(self) -> None:
+        """Leave nothing of a run that never started: the directory if it was created for it,
+        else the lock file if that was."""
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self.new_lock:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+        self.release()
+
+
+def claim_new(path: Path, *, overwrite: bool) -> Claim:
     """Create (or take) ``path`` for a new run under its lock, checked as ``check_new`` does. Nothing
     of a run already there is removed: the new run does that once its data is read and its model
-    built. Returns whether the directory was created here, and the lock to hold for the run."""
+    built."""
     check_new(path, overwrite=overwrite)
     try:
         path.mkdir(parents=True)
@@ -103,14 +127,15 @@ def claim_new(path: Path, *, overwrite: bool) -> tuple[bool, IO]:
         created = False
     except OSError as exc:
         raise ConfigError(f"train: cannot create --out {path}: {exc.strerror or exc}") from None
-    lock = lock_run(path)
+    new_lock = not (path / LOCK_FILE).exists()
+    claim = Claim(path, created, new_lock, lock_run(path))
     try:
         check_new(path, overwrite=overwrite)
     except ConfigError:
-        lock.close()
+        claim.abandon()
         raise
     remove_stale_files(path)
-    return created, lock
+    return claim
 
 
 def remove_stale_files(path: Path) -> None:

@@ -147,3 +147,9 @@ def test_a_refit_that_fails_to_start_leaves_the_run_in_run_dir(tmp_path):
     assert "val" in str(info.value)
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
     assert after == before
+    # into an empty folder of the user's, a fit that fails to start leaves it empty
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="val"):
+        SSLClassifier(method="supervised", model="mlp", run_dir=empty, **{**FAST, "val_per_class": 20}).fit(x, y)
+    assert list(empty.iterdir()) == []

@@ -176,9 +176,19 @@ def test_a_new_run_is_refused_while_another_process_holds_the_directory(cli, tmp
         assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK_FILE]
     finally:
         lock.close()
-    created, lock = rundir.claim_new(out, overwrite=False)  # released, and nothing of a run left
-    assert not created
-    lock.close()
+    claim = rundir.claim_new(out, overwrite=False)  # released, and nothing of a run left
+    assert not claim.created and not claim.new_lock
+    claim.release()
+
+
+def test_a_run_that_fails_to_start_in_an_existing_directory_leaves_it_as_it_was(cli, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    proc = cli("train", "--out", str(out), "--overwrite", "dataset=npz", f"data_root={tmp_path / 'none.npz'}",
+               "model=mlp", "steps=5")
+    assert proc.returncode != 0 and "none.npz" in _one_line(proc)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no lock file left either
 
 
 def test_stale_temporary_files_of_a_killed_run_are_removed(cli, tmp_path):
