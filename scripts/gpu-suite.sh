@@ -14,6 +14,8 @@
 # else python3); DEVICE (default cuda; cpu runs the same plumbing without a GPU, for its test).
 # Key=value arguments override the suite's base settings (the budget, amp, ...); on CUDA training
 # runs in bf16 autocast unless amp=off is given, so its figures are not the float32 CPU rows'.
+# The run folders hold checkpoints (a few MB each); to bring back only the tables, give OUT a
+# scratch folder and copy OUT/results.json, OUT/table.md and OUT/machine.txt afterwards.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SUITE=${1:-fashion-ssl-long}
