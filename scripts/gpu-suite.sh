@@ -9,7 +9,8 @@
 #
 # Environment: DATA, the folder of Fashion-MNIST's four idx files (default data/fashion-mnist,
 # which `make gpu-data` fills from Debian's package so that it can travel with the checkout, else
-# Debian's /usr/share/datasets/fashion-mnist); JOBS (default 16); LIMIT (seconds, default 540);
+# Debian's /usr/share/datasets/fashion-mnist); JOBS (default 16); LIMIT (seconds of training,
+# default 480, so that start-up, the runs' last checkpoints and the table fit in 10 minutes);
 # ONLY (a --only filter, e.g. "method=supervised,fixmatch seed=0"); PYTHON (default .venv/bin/python,
 # else python3); DEVICE (default cuda; cpu runs the same plumbing without a GPU, for its test).
 # Key=value arguments override the suite's base settings (the budget, amp, ...); on CUDA training
@@ -19,10 +20,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SUITE=${1:-fashion-ssl-long}
-OUT=${2:-${OUT:-runs/gpu-suite}/$SUITE}
+name=$(basename "$SUITE"); name=${name%.yaml}; name=${name%.yml}
+OUT=${2:-${OUT:-runs/gpu-suite}/$name}
 shift $(( $# < 2 ? $# : 2 ))
 JOBS=${JOBS:-16}
-LIMIT=${LIMIT:-540}
+LIMIT=${LIMIT:-480}
 DEVICE=${DEVICE:-cuda}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 if [ -z "${DATA:-}" ]; then
@@ -41,20 +43,21 @@ mkdir -p "$OUT"
     [ "$DEVICE" = cuda ] && { nvidia-smi -L 2>/dev/null || true; }
     "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
-    echo "suite $SUITE, $JOBS runs at once, device $DEVICE, limit ${LIMIT}s, overrides: $*"
-} | tee "$OUT/machine.txt"
+    echo "$(date -u +%FT%TZ) suite $SUITE, $JOBS runs at once, device $DEVICE, limit ${LIMIT}s, overrides: $*"
+} | tee -a "$OUT/machine.txt"
 
 only=()
 [ -n "${ONLY:-}" ] && read -r -a only <<<"--only $ONLY"
 # SIGTERM at the limit: the runs save their checkpoints and the suite stops; what finished is
 # then tabulated.
-timeout --signal=TERM --kill-after=60 "$LIMIT" "$PY" -m metassl.cli bench "$SUITE" --out "$OUT" \
-    --jobs "$JOBS" device="$DEVICE" data_root="$DATA" threads=1 "$@" "${only[@]}"
+timeout --signal=TERM --kill-after=30 "$LIMIT" "$PY" -m metassl.cli bench "$SUITE" --out "$OUT" \
+    --jobs "$JOBS" device="$DEVICE" data_root="$DATA" threads=1 "$@" ${only[@]+"${only[@]}"}
 status=$?
-if [ $status -ne 0 ]; then
-    echo "gpu-suite: stopped (exit $status) before every run finished; the same command continues" >&2
-    "$PY" -c 'import sys; from pathlib import Path; from metassl.bench import suites
-suites.tabulate(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))' "$SUITE" "$OUT" "$JOBS"
-fi
-[ -f "$OUT/table.md" ] && cat "$OUT/table.md"
+case $status in
+    0) ;;
+    124 | 130 | 137)  # the limit (or an interrupt): every run saved a checkpoint, or dies at its last
+        echo "gpu-suite: stopped at the limit (exit $status) before every run finished; the same command continues" >&2
+        "$PY" -c 'import sys; from pathlib import Path; from metassl.bench import suites
+print(suites.tabulate(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])))' "$SUITE" "$OUT" "$JOBS" ;;
+esac
 exit $status

@@ -276,7 +276,8 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1) -> str:
     paths = [out / run_name(flat) for flat in runs]
     # Each row records the configuration its run was trained with (its own config.yaml), which
     # differs from this invocation's when the suite was filled in parts with other overrides.
-    rows = [{"name": p.name, "overrides": flat, "config": flatten(config_mod.load_yaml(p / "config.yaml")),
+    rows = [{"name": p.name, "overrides": flat,
+             "config": flatten(config_mod.load_yaml(p / "config.yaml")) if (p / "config.yaml").is_file() else None,
              **json.loads((p / "final.json").read_text())}
             for p, flat in zip(paths, runs) if (p / "final.json").exists()]
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -131,8 +131,8 @@ def claim_new(path: Path, *, overwrite: bool) -> Claim:
     claim = Claim(path, created, new_lock, lock_run(path))
     try:
         check_new(path, overwrite=overwrite)
-    except ConfigError:
-        claim.abandon()
+    except ConfigError:  # another process's run appeared before the lock: leave it be
+        claim.release()
         raise
     remove_stale_files(path)
     return claim

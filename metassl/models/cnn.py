@@ -37,17 +37,17 @@ def _conv_bn(cin: int, cout: int, kernel: int, padding: int, act: nn.Module) -> 
     return [nn.Conv2d(cin, cout, kernel, padding=padding, bias=False), nn.BatchNorm2d(cout), act]
 
 
-def _conv_bn_pool(cin: int, cout: int, kernel: int, padding: int, act: nn.Module,
-                  ceil_mode: bool = False) -> list[nn.Module]:
-    """Conv, BatchNorm, activation and a 2x2 max pool, the pool placed before the activation.
+def _conv_bn_relu_pool(cin: int, cout: int, ceil_mode: bool = False) -> list[nn.Module]:
+    """3x3 conv, BatchNorm, ReLU and a 2x2 max pool, the pool placed before the ReLU.
 
-    A max commutes with a nondecreasing activation (ReLU, leaky ReLU): act(max(w)) = max(act(w))
-    for every window w, and the gradient reaches the same input either way (the window's winner
-    where it is positive, nothing where it is not), so the network computes the same function
-    with the same derivatives, with the activation on a quarter of the elements.
-    ``pool.use_stock_pools`` restores the usual order."""
-    conv, bn, act = _conv_bn(cin, cout, kernel, padding, act)
-    return [conv, bn, MaxPool2x2(ceil_mode=ceil_mode), act]
+    relu(max(w)) = max(relu(w)) for every window w, exactly in any precision, and the gradient
+    reaches the same input either way (the window's winner where it is positive, nothing where
+    it is not), so the network computes the same function with the same first and second
+    derivatives, with the ReLU on a quarter of the elements. (A leaky ReLU's products can round
+    two negatives to one value and move a gradient to another element of the tie, so ConvLarge
+    keeps the usual order.) ``pool.use_stock_pools`` restores the usual order."""
+    conv, bn, relu = _conv_bn(cin, cout, 3, 1, nn.ReLU())
+    return [conv, bn, MaxPool2x2(ceil_mode=ceil_mode), relu]
 
 
 class CNN3(nn.Module):
@@ -62,11 +62,11 @@ class CNN3(nn.Module):
         # ``dropout``: spatial dropout after the first two blocks, as ConvLarge has after its first two.
         drop = [nn.Dropout2d(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(
-            *_conv_bn_pool(in_channels, 32, 3, 1, nn.ReLU()),
+            *_conv_bn_relu_pool(in_channels, 32),
             *drop,
-            *_conv_bn_pool(32, 64, 3, 1, nn.ReLU()),
+            *_conv_bn_relu_pool(32, 64),
             *(copy.deepcopy(drop)),
-            *_conv_bn_pool(64, 128, 3, 1, nn.ReLU(), ceil_mode=True),
+            *_conv_bn_relu_pool(64, 128, ceil_mode=True),
             nn.AdaptiveAvgPool2d(3),
             nn.Flatten(),
             nn.Linear(128 * 9, hidden, bias=False),
@@ -94,13 +94,15 @@ class ConvLarge(nn.Module):
         self.block1 = nn.Sequential(
             *_conv_bn(in_channels, 128, 3, 1, act()),
             *_conv_bn(128, 128, 3, 1, act()),
-            *_conv_bn_pool(128, 128, 3, 1, act()),
+            *_conv_bn(128, 128, 3, 1, act()),
+            MaxPool2x2(),
             nn.Dropout2d(dropout),
         )
         self.block2 = nn.Sequential(
             *_conv_bn(128, 256, 3, 1, act()),
             *_conv_bn(256, 256, 3, 1, act()),
-            *_conv_bn_pool(256, 256, 3, 1, act()),
+            *_conv_bn(256, 256, 3, 1, act()),
+            MaxPool2x2(),
             nn.Dropout2d(dropout),
         )
         # The first conv here is "valid" (unpadded) in the original network.

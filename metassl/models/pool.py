@@ -124,21 +124,18 @@ class MaxPool2x2(nn.Module):
 
 def use_stock_pools(model: nn.Module) -> nn.Module:
     """Swap every ``MaxPool2x2`` of ``model`` for the ``nn.MaxPool2d`` it equals, in place (no
-    parameters change), after the activation that follows it (the models pool first, an
-    equivalent order): the network as PyTorch's own layers usually build it."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Sequential):
-            layers = list(child)
-            for i, layer in enumerate(layers):
-                if isinstance(layer, MaxPool2x2) and i + 1 < len(layers) and isinstance(layers[i + 1], _MONOTONE):
-                    layers[i], layers[i + 1] = layers[i + 1], layer
-            for i, layer in enumerate(layers):
-                child._modules[str(i)] = layer
-        if isinstance(child, MaxPool2x2):
-            setattr(model, name, nn.MaxPool2d(2, ceil_mode=child.ceil_mode))
-        else:
-            use_stock_pools(child)
+    parameters change), after the ReLU that follows it (cnn3 pools first, an equivalent order):
+    the network as PyTorch's own layers usually build it."""
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        keys = list(seq._modules)
+        layers = list(seq._modules.values())
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], MaxPool2x2) and isinstance(layers[i + 1], nn.ReLU):
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+        for key, layer in zip(keys, layers):
+            seq._modules[key] = layer
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, MaxPool2x2):
+                setattr(module, child_name, nn.MaxPool2d(2, ceil_mode=child.ceil_mode))
     return model
-
-
-_MONOTONE = (nn.ReLU, nn.LeakyReLU)

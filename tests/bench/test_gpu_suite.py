@@ -74,3 +74,9 @@ def test_refuses_without_a_gpu_or_without_the_data(tmp_path, fashion):
     proc = _script(tmp_path, tmp_path / "nowhere")
     assert proc.returncode == 2 and "no Fashion-MNIST folder" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_setting_is_an_error_not_a_stop_to_continue(tmp_path, fashion):
+    proc = _script(tmp_path, fashion, "no_such_key=1")
+    assert proc.returncode == 2 and "no_such_key" in proc.stderr
+    assert "continues" not in proc.stderr

@@ -91,7 +91,7 @@ def _order(model):
 
 
 @pytest.mark.parametrize("name,size", [("cnn3", 28), ("cnn3_dropout", 28), ("convlarge", 16)])
-def test_models_pool_before_the_activation_and_the_stock_network_has_the_same_derivatives(name, size):
+def test_cnn3_pools_before_its_relus_and_the_stock_network_has_the_same_derivatives(name, size):
     import copy
 
     from metassl.models import create_model
@@ -101,8 +101,10 @@ def test_models_pool_before_the_activation_and_the_stock_network_has_the_same_de
     model = create_model(name, 1, 10, size)
     order = _order(model)
     pools = [i for i, t in enumerate(order) if t == "MaxPool2x2"]
-    assert len(pools) == (3 if name.startswith("cnn3") else 2)
-    assert all(order[i + 1] in ("ReLU", "LeakyReLU") for i in pools)  # the activation on the pooled map
+    if name.startswith("cnn3"):
+        assert len(pools) == 3 and all(order[i + 1] == "ReLU" for i in pools)  # the ReLU on the pooled map
+    else:  # leaky ReLU keeps the usual order
+        assert len(pools) == 2 and all(order[i - 1] == "LeakyReLU" for i in pools)
     stock = use_stock_pools(copy.deepcopy(model))
     stock_order = _order(stock)
     assert "MaxPool2x2" not in stock_order and stock_order.count("MaxPool2d") == len(pools)
@@ -155,3 +157,19 @@ def test_kinks_replay_keeps_a_nan_window_nan():
     with kinks.replay():
         replayed = max_pool2x2(x + 1)
     assert recorded[0, 0, 0, 0].isnan() and replayed[0, 0, 0, 0].isnan()
+
+
+def test_stock_pools_keep_named_layers_and_leave_other_activations_alone():
+    from collections import OrderedDict
+
+    from metassl.models.pool import use_stock_pools
+
+    seq = torch.nn.Sequential(OrderedDict([("conv", torch.nn.Conv2d(1, 2, 3, padding=1)), ("pool", MaxPool2x2()),
+                                           ("act", torch.nn.ReLU()), ("pool2", MaxPool2x2()),
+                                           ("leaky", torch.nn.LeakyReLU(-0.5))]))
+    x = torch.randn(2, 1, 8, 8)
+    before = seq(x)
+    use_stock_pools(seq)  # a Sequential given directly
+    assert [(k, type(m).__name__) for k, m in seq.named_children()] == [
+        ("conv", "Conv2d"), ("pool", "ReLU"), ("act", "MaxPool2d"), ("pool2", "MaxPool2d"), ("leaky", "LeakyReLU")]
+    assert torch.equal(seq(x), before)
