@@ -95,13 +95,16 @@ def group_keys(suite: dict, runs: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.get(k)) for r in runs}) > 1] or ["method"]
 
 
-def machine(jobs: int = 1) -> str:
+def machine(jobs: int = 1, threads: int | None = None) -> str:
+    """The machine a table's runs trained on; ``threads``: the runs' own ``threads`` setting."""
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     elif jobs > 1:
-        dev = f"CPU, {jobs} runs at once, 1 thread each"
+        each = threads or 1
+        dev = f"CPU, {jobs} runs at once, {each} thread{'s' if each > 1 else ''} each"
     else:
-        dev = f"CPU, {torch.get_num_threads()} threads"
+        each = threads or torch.get_num_threads()
+        dev = f"CPU, {each} thread{'s' if each > 1 else ''}"
     return f"{platform.machine()} {dev}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
@@ -328,9 +331,10 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
                    "CPU min/run"]
     if has_paper:
         head.append("paper")
+    threads = {(row.get("config") or {}).get("threads") for row in rows}
     lines = [f"# Suite `{name}`", "",
              f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
-             f"{machine(jobs)}; {dt.date.today().isoformat()}.",
+             f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
              f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
              f"order), and the error at the last step beside it.{_differences(rows)}", "",

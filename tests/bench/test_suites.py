@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from metassl.bench import suites
@@ -47,6 +48,14 @@ def test_suite_runs_tabulates_and_skips_finished_runs(tmp_path):
     stamp = {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
     suites.run_suite(str(path), out)
     assert stamp == {r["name"]: (out / r["name"] / "final.json").stat().st_mtime_ns for r in rows}
+
+
+def test_the_table_names_the_runs_own_thread_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = write_suite(tmp_path)
+    table = suites.run_suite(str(path), tmp_path / "out", overrides=["threads=1"], only=["method=supervised", "seed=0"])
+    assert "CPU, 1 thread, " in table.splitlines()[2]
+    assert "2 runs at once, 1 thread each" in suites.machine(2, None) and "3 threads each" in suites.machine(2, 3)
 
 
 def test_rows_record_the_config_each_run_was_trained_with(tmp_path):
