@@ -15,33 +15,36 @@ def cmd_train(args) -> int:
     from metassl.engine import rundir
     from metassl.engine.trainer import Trainer
 
-    # Under torchrun only rank 0 touches the run directory. Its lock is held until this process ends.
+    # Under torchrun only rank 0 touches the run directory. Its lock is held until the run ends.
     rank0 = os.environ.get("RANK", "0") == "0"
-    lock = None
     if args.resume:
         if args.config:
             raise MetasslError("train: --resume takes its config from the run; drop --config")
         path = Path(args.resume)
         overrides = config_mod.parse_overrides(args.overrides)
-        if rank0 and (path / "config.yaml").is_file():
-            lock = rundir.lock_run(path)
-            rundir.remove_stale_files(path)
-        cfg = rundir.load_run_config(path, overrides)
-        final = path / "final.json"
-        if final.exists():
-            done = json.loads(final.read_text())
-            if done.get("steps", 0) >= cfg.steps:
-                print(json.dumps(done, indent=2))
-                print(summary(done, path), file=sys.stderr)
-                return 0
-        if not (path / "checkpoint.pt").exists():
-            raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from")
-        trainer = Trainer(cfg, path, resume=True)
+        lock = rundir.lock_run(path) if rank0 and (path / "config.yaml").is_file() else None
+        try:
+            if lock is not None:
+                rundir.remove_stale_files(path)
+            cfg = rundir.load_run_config(path, overrides)
+            final = path / "final.json"
+            if final.exists():
+                done = json.loads(final.read_text())
+                if done.get("steps", 0) >= cfg.steps:
+                    print(json.dumps(done, indent=2))
+                    print(summary(done, path), file=sys.stderr)
+                    return 0
+            if not (path / "checkpoint.pt").exists():
+                raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from")
+            trainer = Trainer(cfg, path, resume=True)
+            final = _fit(trainer, cfg, path)
+        finally:
+            if lock is not None:
+                lock.close()
     else:
         cfg = config_mod.load_config(args.config, args.overrides)
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
         claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
-        lock = claim.lock if claim is not None else None
         try:
             # A run already in the directory is removed only once this one has read its data and
             # built its model.
@@ -50,17 +53,21 @@ def cmd_train(args) -> int:
             if claim is not None:  # nothing of a run that never started is left behind
                 claim.abandon()
             raise
-    print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
-    try:
-        final = trainer.fit()
-    finally:
-        if lock is not None:
-            lock.close()
+        try:
+            final = _fit(trainer, cfg, path)
+        finally:
+            if claim is not None:
+                claim.release()
     if trainer.rank == 0:
         print(json.dumps(final, indent=2))
         sys.stdout.flush()
         print(summary(final, path), file=sys.stderr)
     return 0
+
+
+def _fit(trainer, cfg, path: Path) -> dict:
+    print(f"metassl: training {cfg.method} on {cfg.dataset} with {cfg.model} -> {path}", file=sys.stderr)
+    return trainer.fit()
 
 
 def summary(final: dict, path: Path) -> str:

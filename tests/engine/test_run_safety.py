@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from metassl import config
 from metassl.engine import rundir
@@ -245,3 +246,19 @@ def test_train_averages_after_resuming_from_a_non_evaluation_step_cover_the_whol
     whole, resumed = _rows(tmp_path / "whole"), _rows(part)
     assert [r["step"] for r in resumed] == [20, 30]
     assert resumed[1]["train_loss"] == whole[1]["train_loss"]
+
+
+def test_a_resume_that_stops_early_gives_its_lock_back(tmp_path):
+    from metassl import cli
+    from metassl.errors import MetasslError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = config.dump(config.load_config(None, ["dataset=digits", "steps=5"]))
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    args = cli.parser().parse_args(["train", "--resume", str(out)])
+    with pytest.raises(MetasslError, match="holds no checkpoint.pt") as failed:
+        cli.cmd_train(args)
+    # The failed call's frame is still alive in the traceback; its lock must not be.
+    assert failed.traceback
+    rundir.lock_run(out).close()
