@@ -36,6 +36,7 @@ from metassl.config import TrainConfig, parse_overrides, resolve
 from metassl.data.augment import Augmenter
 from metassl.data.stream import IndexStream
 from metassl.engine import compiling
+from metassl.engine.allocator import keep_freed_memory
 from metassl.engine.setup import autocast_for, pick_device, use_channels_last
 from metassl.errors import ConfigError
 from metassl.methods import METHODS, Batch, TrainContext
@@ -91,6 +92,8 @@ class Bench:
                  channels_last: bool = False):
         torch.manual_seed(0)
         self.device = device
+        if device.type == "cpu":  # as training runs (engine.allocator)
+            keep_freed_memory()
         self.x = torch.randint(0, 256, (POOL, *shape), dtype=torch.uint8, device=device)
         self.y = torch.randint(0, classes, (POOL,), device=device)
         self.aug = Augmenter((0.5,) * shape[0], (0.25,) * shape[0], flip=False, translate=2, noise=0.0,
@@ -249,7 +252,8 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
     meta = {"model": model, "image": "x".join(map(str, shape)), "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
             "rounds": rounds, "warmup": warmup, "data_pipeline_ms": round(data_ms, 3),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)"}
+            "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)",
+            "cpu_allocator": keep_freed_memory() if dev.type == "cpu" else None}
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -261,7 +265,8 @@ def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
     lines = []
     if meta:
         lines += [f"Model {meta['model']} on {meta.get('image', '1x28x28')} images, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
-                  f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps. "
+                  f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps"
+                  f"{', CPU allocator ' + meta['cpu_allocator'] if meta.get('cpu_allocator') else ''}. "
                   f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]
     lines += ["| method | ms/step | x supervised | x plain | images/s | amp | compiled (s) | peak MB |",
               "|---|---|---|---|---|---|---|---|"]

@@ -19,6 +19,7 @@ from metassl.data.runinfo import save_data_info
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import compiling, dist, rundir
+from metassl.engine.allocator import keep_freed_memory
 from metassl.engine.ema import ModelEMA
 from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
@@ -100,6 +101,7 @@ class Trainer:
             sample_val=self._val_batch if self.val_stream is not None else None,
             scaler=scaler, autocast=s.autocast, num_train=len(s.x), num_unlabeled=len(s.split.unlabeled))
         self.method = method_cls(self.model, self.optimizer, cfg.method_cfg, self.ctx)
+        self.cpu_allocator: Optional[str] = None  # keep_freed_memory's status, on a CPU
         # After the method is built, so that the copies it made of the model (teachers) stay eager.
         self.compiled = compiling.wanted(cfg.compile, self.method.compiles(), cfg.steps, s.device)
         if self.compiled:
@@ -309,6 +311,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         dev = self.s.device
+        if dev.type == "cpu":
+            self.cpu_allocator = keep_freed_memory()
         sums: dict[str, torch.Tensor] = {}
         count = 0
         bad = torch.zeros((), dtype=torch.bool, device=dev)
@@ -388,6 +392,7 @@ class Trainer:
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
             "device": str(self.s.device), "test_held_out": self.s.data.test_held_out,
             "compiled": self.compiled, "compile_seconds": round(self.compile_seconds(), 3),
+            "cpu_allocator": self.cpu_allocator,
             "evaluated": self.evaluated(),
         }
         if self.writes:
