@@ -100,7 +100,7 @@ def cmd_bench(args) -> int:
         print(speed.to_markdown(rows))
         return 0
     table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides, only=args.only,
-                             jobs=args.jobs)
+                             jobs=args.jobs, include=[Path(f) for f in args.include or []])
     print(table)
     return 0
 
@@ -175,6 +175,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=1, help="suite: runs trained at once, one thread each")
     b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
                    "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")
+    b.add_argument("--include", nargs="+", metavar="RESULTS_JSON", help="suite: earlier results.json files of "
+                   "this suite (another machine's, an earlier session's): their runs count as finished and join "
+                   "the table wherever --out has not finished them")
     b.add_argument("--model", default="cnn3", help="speed: model to time")
     b.add_argument("--methods", nargs="*", help="speed: methods to time (default all, and "
                    "meta_pl_mixup_reference, the authors' iteration); name:key=value,... times a variant "

@@ -239,50 +239,100 @@ def check_base_sections(name: str, base: dict, runs: list[dict]) -> None:
                               f"trains (they train {', '.join(sorted(trained))})")
 
 
-def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,
-              jobs: int = 1, only: list[str] | None = None) -> str:
-    """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
-    finished run in ``out``."""
-    name, suite = load_suite(name_or_path)
+def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> list[tuple[dict, config_mod.TrainConfig]]:
+    """Each run of the suite (its grid settings) with its resolved config, under ``overrides``."""
     base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
     runs = expand(suite)
     check_base_sections(name, base, runs)
-    chosen = {run_name(r) for r in select_runs(runs, only)}
-    configs = []
+    resolved = []
     for flat in runs:
         raw = own_sections(base, flat.get("method", base.get("method", config_mod.TrainConfig.method)))
         for key, value in flat.items():
             raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
         try:
-            configs.append(config_mod.resolve(raw))
+            resolved.append((flat, config_mod.resolve(raw)))
         except ConfigError as exc:
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
+    return resolved
+
+
+def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,
+              jobs: int = 1, only: list[str] | None = None, include: list[Path] | None = None) -> str:
+    """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
+    finished run in ``out``, with the runs of the ``include`` results files that ``out`` lacks."""
+    name, suite = load_suite(name_or_path)
+    resolved = resolve_runs(name, suite, overrides)
+    runs = [flat for flat, _ in resolved]
+    earlier = included_rows(include or [], resolved, name)
+    chosen = {run_name(r) for r in select_runs(runs, only)}
     if dry_run:
         return "\n".join(run_name(f) for f in runs if run_name(f) in chosen)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / run_name(flat) for flat in runs]
-    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(zip(paths, configs))
-            if p.name in chosen and not (p / "final.json").exists()]
+    # A run an included file holds is finished: it is tabulated from there, not trained again.
+    todo = [(i, out / run_name(flat), cfg) for i, (flat, cfg) in enumerate(resolved)
+            if run_name(flat) in chosen and not (out / run_name(flat) / "final.json").exists()
+            and run_name(flat) not in earlier]
     if jobs > 1 and len(todo) > 1:
         _run_parallel(todo, len(runs), jobs)
     else:
         for i, p, cfg in todo:
             _run_one(i, len(runs), p, cfg, None)
-    return tabulate(name_or_path, out, jobs)
+    return tabulate(name_or_path, out, jobs, include, overrides)
 
 
-def tabulate(name_or_path: str, out: Path, jobs: int = 1) -> str:
+# Keys that say how a run was executed, not what it computed: an included run may differ in them.
+EXECUTION_KEYS = ("data_root", "device", "threads", "tensorboard", "log_every", "checkpoint_every", "eval_batch_size")
+
+
+def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.TrainConfig]],
+                  suite: str) -> dict[str, dict]:
+    """The rows of earlier ``results.json`` files (another machine's, an earlier session's) that
+    are runs of this suite, by run name; where files repeat a run, the first file's row. A row
+    whose recorded config differs from the suite's for that run (beyond ``EXECUTION_KEYS``) is
+    an error: it belongs to another experiment (another suite's run of the same name)."""
+    expected = {run_name(flat): flatten(config_mod.dump(cfg)) for flat, cfg in resolved}
+    rows: dict[str, dict] = {}
+    for f in files:
+        try:
+            data = json.loads(Path(f).read_text())
+        except OSError as exc:
+            raise ConfigError(f"bench: --include {f}: {exc.strerror or exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"bench: --include {f}: not JSON ({exc})") from None
+        if not isinstance(data, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str) and "test_error" in r
+                and isinstance(r.get("overrides"), dict) for r in data):
+            raise ConfigError(f"bench: --include {f}: not a suite's results.json (a list of runs, each with "
+                              "name, overrides and test_error)")
+        mine = [r for r in data if r["name"] in expected]
+        if data and not mine:
+            raise ConfigError(f"bench: --include {f}: none of its {len(data)} runs is a run of suite {suite}")
+        for r in mine:
+            want, got = expected[r["name"]], r.get("config") or {}
+            for key in sorted(set(want) & set(got) - set(EXECUTION_KEYS)):
+                if json.dumps(want[key]) != json.dumps(got[key]):
+                    raise ConfigError(f"bench: --include {f}: run {r['name']} was trained with {key}="
+                                      f"{json.dumps(got[key])}, suite {suite} has {key}={json.dumps(want[key])}")
+            rows.setdefault(r["name"], r)
+    return rows
+
+
+def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | None = None,
+             overrides: list[str] | None = None) -> str:
     """Write ``out/results.json`` and ``out/table.md`` from every finished run of the suite in
-    ``out`` (trains nothing) and return the table."""
+    ``out`` (trains nothing), and from the rows of the ``include`` results files for the runs that
+    ``out`` has not finished (checked against the suite under ``overrides``), and return the table."""
     name, suite = load_suite(name_or_path)
     runs = expand(suite)
     paths = [out / run_name(flat) for flat in runs]
+    earlier = included_rows(include or [], resolve_runs(name, suite, overrides), name) if include else {}
     # Each row records the configuration its run was trained with (its own config.yaml), which
     # differs from this invocation's when the suite was filled in parts with other overrides.
     rows = [{"name": p.name, "overrides": flat,
              "config": flatten(config_mod.load_yaml(p / "config.yaml")) if (p / "config.yaml").is_file() else None,
-             **json.loads((p / "final.json").read_text())}
-            for p, flat in zip(paths, runs) if (p / "final.json").exists()]
+             **json.loads((p / "final.json").read_text())} if (p / "final.json").exists() else earlier[p.name]
+            for p, flat in zip(paths, runs) if (p / "final.json").exists() or p.name in earlier]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = make_table(name, suite, rows, group_keys(suite, runs), jobs)
     (out / "table.md").write_text(table)

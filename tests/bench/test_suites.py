@@ -118,6 +118,58 @@ def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_pa
         suites.run_suite(str(path), out, only=["method"])
 
 
+
+def test_included_results_join_the_table_and_are_not_trained_again(tmp_path):
+    path = write_suite(tmp_path)
+    suites.run_suite(str(path), tmp_path / "a", only=["method=supervised"])
+    suites.run_suite(str(path), tmp_path / "b", only=["method=mixup"])
+    a, b = tmp_path / "a" / "results.json", tmp_path / "b" / "results.json"
+    earlier = {r["name"]: r for f in (a, b) for r in json.loads(f.read_text())}
+    # Everything is in the two files: nothing is trained, and the rows come in the suite's order.
+    table = suites.run_suite(str(path), tmp_path / "c", include=[b, a])
+    assert not [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
+    rows = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert [r["name"] for r in rows] == suites.run_suite(str(path), None, dry_run=True).splitlines()
+    assert all(r == earlier[r["name"]] for r in rows)
+    assert "| supervised" in table and "| mixup" in table
+    # A run finished in --out wins over an included row of the same name.
+    forged = [{**r, "test_error": 99.0} for r in json.loads(b.read_text())]
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    suites.tabulate(str(path), tmp_path / "b", include=[tmp_path / "forged.json", a])
+    merged = {r["name"]: r["test_error"] for r in json.loads(b.read_text())}
+    assert len(merged) == 4 and 99.0 not in merged.values()
+    # Trains only what neither --out nor the included files have.
+    suites.run_suite(str(path), tmp_path / "d", include=[a])
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.is_dir()) == ["method=mixup,seed=0",
+                                                                              "method=mixup,seed=1"]
+    assert len(json.loads((tmp_path / "d" / "results.json").read_text())) == 4
+
+
+def test_bad_included_files_are_one_line_errors(tmp_path):
+    path = write_suite(tmp_path)
+    with pytest.raises(ConfigError, match=r"--include .*missing.json: No such file"):
+        suites.tabulate(str(path), tmp_path / "o", include=[tmp_path / "missing.json"])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"--include .*bad.json: not JSON"):
+        suites.tabulate(str(path), tmp_path / "o", include=[tmp_path / "bad.json"])
+    (tmp_path / "dict.json").write_text('{"name": "x"}')
+    with pytest.raises(ConfigError, match=r"dict.json: not a suite's results.json"):
+        suites.tabulate(str(path), tmp_path / "o", include=[tmp_path / "dict.json"])
+    (tmp_path / "other.json").write_text(json.dumps([{"name": "method=vat,seed=0", "overrides": {"method": "vat"},
+                                                       "test_error": 1.0}]))
+    with pytest.raises(ConfigError, match=r"other.json: none of its 1 runs is a run of suite tiny"):
+        suites.run_suite(str(path), tmp_path / "o", include=[tmp_path / "other.json"])
+    assert not (tmp_path / "o").exists()
+    # A run of the same name from another experiment (another suite, other settings) is refused,
+    # unless this invocation's overrides make the settings the same; how it ran may differ.
+    suites.run_suite(str(path), tmp_path / "lr", overrides=["lr=0.1", "threads=1"], only=["method=supervised", "seed=0"])
+    other = tmp_path / "lr" / "results.json"
+    with pytest.raises(ConfigError, match=r"run method=supervised,seed=0 was trained with lr=0.1, suite tiny has lr=0.05"):
+        suites.run_suite(str(path), tmp_path / "o", include=[other], only=["method=supervised"])
+    assert not (tmp_path / "o").exists()
+    assert "| supervised" in suites.tabulate(str(path), tmp_path / "o2", include=[other], overrides=["lr=0.1"])
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
