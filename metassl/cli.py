@@ -99,8 +99,11 @@ def cmd_bench(args) -> int:
                                shape=(args.channels, args.image_size, args.image_size))
         print(speed.to_markdown(rows))
         return 0
-    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=args.overrides, only=args.only,
-                             jobs=args.jobs, include=[Path(f) for f in args.include or []])
+    # ``--include A.json threads=1``: argparse hands the trailing key=value to --include; it is an override
+    include = [f for f in args.include or [] if "=" not in f or Path(f).exists()]
+    overrides = list(args.overrides or []) + [f for f in args.include or [] if f not in include]
+    table = suites.run_suite(args.suite, Path(args.out), dry_run=args.dry_run, overrides=overrides, only=args.only,
+                             jobs=args.jobs, include=[Path(f) for f in include])
     print(table)
     return 0
 

@@ -213,7 +213,7 @@ def select_runs(runs: list[dict], only: list[str] | None) -> list[dict]:
     for key in wanted:
         if key not in keys:
             raise ConfigError(f"bench: --only {key}: not a key of this suite's runs; they vary "
-                              f"{', '.join(sorted(keys))}")
+                              f"{', '.join(sorted(keys))} (an override for every run goes before --only)")
     picked = [r for r in runs if all(r.get(k) in vals for k, vals in wanted.items())]
     if not picked:
         raise ConfigError(f"bench: --only {' '.join(only or [])}: matches none of the suite's {len(runs)} runs")

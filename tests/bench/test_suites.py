@@ -168,6 +168,12 @@ def test_bad_included_files_are_one_line_errors(tmp_path):
         suites.run_suite(str(path), tmp_path / "o", include=[other], only=["method=supervised"])
     assert not (tmp_path / "o").exists()
     assert "| supervised" in suites.tabulate(str(path), tmp_path / "o2", include=[other], overrides=["lr=0.1"])
+    # On the command line an override written after --include's files is an override, not a file.
+    from metassl.cli import main
+    assert main(["bench", str(path), "--out", str(tmp_path / "o3"), "--include", str(other), "lr=0.1",
+                 "--only", "method=supervised", "seed=0"]) == 0
+    assert not (tmp_path / "o3" / "method=supervised,seed=0").exists()
+    assert "| supervised" in (tmp_path / "o3" / "table.md").read_text()
 
 
 def _children(pid: int) -> list[int]:
