@@ -20,6 +20,9 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.config:
             raise MetasslError("train: --resume takes its config from the run; drop --config")
+        if args.out or args.overwrite:
+            raise MetasslError(f"train: --resume continues the run in {args.resume} where it is; drop "
+                               f"{'--out' if args.out else '--overwrite'}")
         path = Path(args.resume)
         overrides = config_mod.parse_overrides(args.overrides)
         lock = rundir.lock_run(path) if rank0 and (path / "config.yaml").is_file() else None
@@ -175,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("suite", help="a shipped suite name, a suite YAML file, or 'speed'")
     b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
     b.add_argument("--dry-run", action="store_true", help="list the runs without training")
-    b.add_argument("--jobs", type=int, default=1, help="suite: runs trained at once, one thread each")
+    b.add_argument("--jobs", type=_positive_int, default=1, help="suite: runs trained at once, one thread each")
     b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
                    "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")
     b.add_argument("--include", nargs="+", metavar="RESULTS_JSON", help="suite: earlier results.json files of "
@@ -186,9 +189,9 @@ def parser() -> argparse.ArgumentParser:
                    "meta_pl_mixup_reference, the authors' iteration); name:key=value,... times a variant "
                    "setting the method's keys or amp, compile, lr, momentum, nesterov, weight_decay, steps, "
                    "e.g. metamixup:grad=first_order or supervised:compile=on")
-    b.add_argument("--batch-size", type=int, default=64, help="speed: labeled and unlabeled batch size")
-    b.add_argument("--rounds", type=int, default=20, help="speed: timed steps per method")
-    b.add_argument("--image-size", type=int, default=28, help="speed: side of the synthetic images (default 28)")
+    b.add_argument("--batch-size", type=_positive_int, default=64, help="speed: labeled and unlabeled batch size")
+    b.add_argument("--rounds", type=_positive_int, default=20, help="speed: timed steps per method")
+    b.add_argument("--image-size", type=_positive_int, default=28, help="speed: side of the synthetic images (default 28)")
     b.add_argument("--channels", type=int, default=1, choices=[1, 3], help="speed: image channels (default 1)")
     b.add_argument("--layout", choices=["nhwc", "nchw"],
                    help="speed: memory layout of images and conv weights (default: as training lays them out, "
@@ -223,6 +226,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("method", help="a method name (metassl list names them)")
     c.set_defaults(func=cmd_config)
     return p
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse turns the ValueError into a one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be a whole number >= 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,6 +265,8 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     runs = [flat for flat, _ in resolved]
     earlier = included_rows(include or [], resolved, name)
     chosen = {run_name(r) for r in select_runs(runs, only)}
+    if out is not None:
+        check_finished(out, [(f, c) for f, c in resolved if run_name(f) in chosen], name)
     if dry_run:
         return "\n".join(run_name(f) for f in runs if run_name(f) in chosen)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,13 +310,32 @@ def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.Train
         if data and not mine:
             raise ConfigError(f"bench: --include {f}: none of its {len(data)} runs is a run of suite {suite}")
         for r in mine:
-            want, got = expected[r["name"]], r.get("config") or {}
-            for key in sorted(set(want) & set(got) - set(EXECUTION_KEYS)):
-                if json.dumps(want[key]) != json.dumps(got[key]):
-                    raise ConfigError(f"bench: --include {f}: run {r['name']} was trained with {key}="
-                                      f"{json.dumps(got[key])}, suite {suite} has {key}={json.dumps(want[key])}")
+            _same_experiment(expected[r["name"]], r.get("config") or {}, f"--include {f}: run {r['name']}", suite)
             rows.setdefault(r["name"], r)
     return rows
+
+
+def _same_experiment(want: dict, got: dict, what: str, suite: str) -> None:
+    """A one-line error unless the flat configs ``got`` (how a run was trained) and ``want`` (the
+    suite's) agree on every key they share beyond ``EXECUTION_KEYS``."""
+    for key in sorted(set(want) & set(got) - set(EXECUTION_KEYS)):
+        if json.dumps(want[key]) != json.dumps(got[key]):
+            raise ConfigError(f"bench: {what} was trained with {key}={json.dumps(got[key])}, "
+                              f"suite {suite} has {key}={json.dumps(want[key])}")
+
+
+def check_finished(out: Path, resolved: list[tuple[dict, config_mod.TrainConfig]], suite: str) -> None:
+    """A run asked for (``resolved``: the suite's runs that ``--only`` picks) that ``out`` has
+    finished counts as done only if it was trained with the suite's settings under this
+    invocation's overrides (beyond ``EXECUTION_KEYS``): otherwise a one-line error, rather than
+    a table that reports the old settings' run as the new one. (Runs not asked for may differ: a
+    suite filled in parts under other overrides says so in its table.)"""
+    for flat, cfg in resolved:
+        path = out / run_name(flat)
+        if (path / "final.json").exists() and (path / "config.yaml").is_file():
+            got = flatten(config_mod.dump(config_mod.resolve(config_mod.load_yaml(path / "config.yaml"))))
+            _same_experiment(flatten(config_mod.dump(cfg)), got,
+                             f"{path} (finished; use another --out for other settings)", suite)
 
 
 def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | None = None,
@@ -334,7 +355,7 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
             for p, flat in zip(paths, runs) if (p / "final.json").exists() or p.name in earlier]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = make_table(name, suite, rows, group_keys(suite, runs), jobs)
+    table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides)
     (out / "table.md").write_text(table)
     return table
 
@@ -370,7 +391,8 @@ def _selection(rows: list[dict]) -> str:
     return "the checkpoint chosen by each run's `select` (validation or last)"
 
 
-def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1) -> str:
+def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1,
+               overrides: list[str] | None = None) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         setting = row.get("config") or row["overrides"]
@@ -383,7 +405,8 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
         head.append("paper")
     threads = {(row.get("config") or {}).get("threads") for row in rows}
     lines = [f"# Suite `{name}`", "",
-             f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}`; "
+             f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
+             f"{''.join(' ' + o for o in overrides or [])}`; "
              f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
              f"{suite.get('description', '').strip()}", "",
              f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "

@@ -32,6 +32,7 @@ class RunLogger:
             else:
                 self.writer = SummaryWriter(str(out / "tensorboard"))
         self.last_val: float | None = None
+        self.last_val_step: int | None = None
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         if self.writer is not None:
@@ -42,7 +43,8 @@ class RunLogger:
     def train(self, step: int, values: dict) -> None:
         self.scalars(step, values, "train")
         if self.tty:
-            val = f" val {self.last_val:.2f}%" if self.last_val is not None else ""
+            # The latest evaluation, which precedes this step's: labelled with its own step.
+            val = f" val {self.last_val:.2f}% (step {self.last_val_step})" if self.last_val is not None else ""
             sys.stderr.write(f"\rstep {step}/{self.total} loss {values['loss']:.4f} lr {values['lr']:.4g}"
                              f"{val} {values['images_per_second']:.0f} img/s{self.eta(step)}   ")
             sys.stderr.flush()
@@ -56,7 +58,7 @@ class RunLogger:
         return f" eta {duration(left)}"
 
     def evaluation(self, record: dict) -> None:
-        self.last_val = record.get("val_error")
+        self.last_val, self.last_val_step = record.get("val_error"), record["step"]
         self.scalars(record["step"], record, "eval")
         if self.out is not None:
             with open(self.out / "metrics.jsonl", "a") as fh:

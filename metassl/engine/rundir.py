@@ -188,6 +188,9 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None) -
     """A run's data, split and model with its saved weights loaded (the validation-selected
     ``best.pt``, or the last checkpoint's, EMA where the run used it); the model is in eval mode."""
     cfg = load_run_config(path, {"device": device} if device else {})
+    if cfg.dataset == "arrays":
+        raise CheckpointError(f"run: {path} was trained from arrays in Python (metassl.api), which are not on "
+                              "disk to evaluate on; use metassl predict, or SSLClassifier.score")
     if not (path / "split.json").is_file():
         raise CheckpointError(f"run: {path} holds no split.json")
     if weights == "selected":

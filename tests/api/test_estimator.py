@@ -78,6 +78,10 @@ def test_vectors_of_any_scale_fit_save_load_and_export(tmp_path):
     assert clf.cfg_.model == "mlp" and clf.cfg_.augment.translate == 0 and clf.cfg_.augment.flip == "off"
     assert clf.score(xt, yt + 5) > 0.9 and list(clf.classes_) == [5, 6]
     saved = clf.save(tmp_path / "vec")
+    from metassl.engine.rundir import evaluate_run
+    from metassl.errors import CheckpointError
+    with pytest.raises(CheckpointError, match=r"vec was trained from arrays in Python .*SSLClassifier.score"):
+        evaluate_run(saved)
     again = SSLClassifier.load(saved)
     assert again.predict(xt).dtype == clf.predict(xt).dtype  # integer labels stay integers
     np.testing.assert_array_equal(again.predict_proba(xt), clf.predict_proba(xt))

@@ -145,6 +145,31 @@ def test_included_results_join_the_table_and_are_not_trained_again(tmp_path):
     assert len(json.loads((tmp_path / "d" / "results.json").read_text())) == 4
 
 
+def test_a_finished_run_with_other_settings_is_refused_and_overrides_are_named(tmp_path):
+    path = write_suite(tmp_path)
+    out = tmp_path / "out"
+    suites.run_suite(str(path), out, overrides=["steps=2"], only=["method=supervised", "seed=0"])
+    assert "Command: `metassl bench tiny --out DIR steps=2`" in (out / "table.md").read_text()
+    before = (out / "results.json").read_bytes()
+    # the same directory under other settings: not a table of the old runs under the new name
+    with pytest.raises(ConfigError, match=r"method=supervised,seed=0 \(finished; use another --out.*"
+                                          r"trained with steps=2, suite tiny has steps=3"):
+        suites.run_suite(str(path), out, overrides=["steps=3"], only=["seed=0"])
+    assert (out / "results.json").read_bytes() == before and not (out / "method=mixup,seed=0").exists()
+    # how it ran may differ
+    assert "| supervised" in suites.run_suite(str(path), out, overrides=["steps=2", "threads=1"],
+                                              only=["method=supervised", "seed=0"])
+
+
+def test_bench_counts_must_be_positive(capsys):
+    from metassl.cli import main
+    for opt, value in (("--rounds", "0"), ("--batch-size", "-4"), ("--jobs", "0"), ("--image-size", "x")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "speed", "--out", "unused", opt, value])
+        assert exc.value.code == 2
+        assert f"argument {opt}: {value}: must be a whole number >= 1" in capsys.readouterr().err
+
+
 def test_bad_included_files_are_one_line_errors(tmp_path):
     path = write_suite(tmp_path)
     with pytest.raises(ConfigError, match=r"--include .*missing.json: No such file"):

@@ -116,6 +116,12 @@ def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_pat
     assert proc.returncode == 1 and "another split" in _one_line(proc)
     assert _files(mine) == before
 
+    # --out and --overwrite mean nothing to a resume: refused rather than ignored
+    for extra in (["--out", str(tmp_path / "elsewhere")], ["--overwrite"]):
+        proc = cli("train", "--resume", str(mine), *extra, "steps=10")
+        assert proc.returncode == 1 and f"drop {extra[0]}" in _one_line(proc)
+        assert _files(mine) == before and not (tmp_path / "elsewhere").exists()
+
 
 def _wait_for_lock(path, proc, timeout=120):
     deadline = time.time() + timeout

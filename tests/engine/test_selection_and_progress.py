@@ -51,6 +51,11 @@ def test_the_progress_line_shows_the_time_left(monkeypatch):
     clock[0] += 170 * 3.0
     log.train(200, {"loss": 1.0, "lr": 0.1, "images_per_second": 50.0})
     assert stream.getvalue().rstrip().endswith("eta 0s")
+    assert " val " not in stream.getvalue()
+    # The validation error shown is the latest evaluation's, which precedes the step: it says which.
+    log.evaluation({"step": 200, "val_error": 12.5})
+    log.train(210, {"loss": 1.0, "lr": 0.1, "images_per_second": 50.0})
+    assert "lr 0.1 val 12.50% (step 200) 50 img/s" in stream.getvalue().rsplit("\r", 1)[1]
 
 
 def test_a_run_ends_with_a_readable_line_after_its_json(cli, tmp_path):
