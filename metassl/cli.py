@@ -170,8 +170,9 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="recompute a run's errors from its saved weights")
     e.add_argument("run", help="run directory")
-    e.add_argument("--weights", choices=["selected", "last"], default="selected")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--weights", choices=["selected", "last"], default="selected",
+                   help="the validation-selected weights (best.pt) or the last checkpoint's (EMA where the run used it)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to evaluate (default: the run's device)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="run a benchmark suite, or 'speed' to time every method's step")
