@@ -82,6 +82,21 @@ def test_cli_bad_yaml_file(cli, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_key_given_twice_in_a_file_is_an_error(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("method: mixup\nsteps: 10\nmixup:\n  alpha: 0.3\nsteps: 20\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml line 5: key 'steps' is given twice \(first on line 2\)"):
+        config.load_yaml(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("mixup:\n  alpha: 0.3\n  alpha: 0.4\n")
+    with pytest.raises(ConfigError, match="line 3: key 'alpha' is given twice"):
+        config.load_yaml(nested)
+    # the same key in two different sections is not a repeat
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("mixup:\n  alpha: 0.3\nmixup_ssl:\n  alpha: 0.4\n")
+    assert config.load_yaml(fine) == {"mixup": {"alpha": 0.3}, "mixup_ssl": {"alpha": 0.4}}
+
+
 def test_output_into_a_closed_pipe_ends_quietly():
     """``metassl list | head -1``: the reader is gone before the output is written."""
     import os

@@ -205,7 +205,7 @@ def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: i
     y = np.array([index[r[2]] if r[2] else -1 for r in train], dtype=np.int64)
     x_test = np.array([r[1] for r in test], dtype=np.float64) if test else None
     y_test = np.array([index[r[2]] for r in test], dtype=np.int64) if test else None
-    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction)
+    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction, "rows")
     ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
     ds.test_held_out = held_out
     names = [name for j, name in enumerate(header or []) if j not in (label_col, split_col)]

@@ -38,18 +38,18 @@ def holdout(y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return np.setdiff1d(np.arange(len(y)), test_idx), test_idx
 
 
-def _say_held_out(source: str, n: int, fraction: float) -> None:
-    print(f"metassl: {source} has no test set; held out {n} labeled images ({fraction:.0%} of each "
+def _say_held_out(source: str, n: int, fraction: float, what: str = "images") -> None:
+    print(f"metassl: {source} has no test set; held out {n} labeled {what} ({fraction:.0%} of each "
           f"class, fixed seed {HOLDOUT_SEED}) as the test set (test_fraction)", file=sys.stderr)
 
 
-def _hold_out_arrays(source: str, x, y, x_test, y_test, test_fraction: float):
+def _hold_out_arrays(source: str, x, y, x_test, y_test, test_fraction: float, what: str = "images"):
     """Where a source has no test split, hold out ``test_fraction`` of each class's labeled rows as
-    one; returns (x, y, x_test, y_test, held_out)."""
+    one (``what`` they are, for the message); returns (x, y, x_test, y_test, held_out)."""
     if x_test is not None or test_fraction <= 0:
         return x, y, x_test, y_test, False
     train_idx, test_idx = holdout(y, test_fraction)
     if not len(test_idx):
         return x, y, x_test, y_test, False
-    _say_held_out(source, len(test_idx), test_fraction)
+    _say_held_out(source, len(test_idx), test_fraction, what)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], True

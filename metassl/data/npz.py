@@ -66,7 +66,8 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
     if classes is None:
         top = max(int(v.max()) if len(v) else -1 for v in (y, y_test) if v is not None)
         classes = [str(c) for c in range(max(top, 0) + 1)]
-    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction)
+    x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction,
+                                                       "vectors" if vectors else "images")
     if vectors:
         ds = from_vectors(str(path), x, y, x_test, y_test, classes=classes)
     else:

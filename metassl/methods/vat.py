@@ -9,14 +9,13 @@ The local distributional smoothness of an unlabeled x is
 
 with d a random unit vector refined by power iteration (ξ = 1e-6, one iteration) and p(y|x)
 held constant. The loss is CE(x_l) + α · mean LDS(x_u) (+ the mean prediction entropy on
-x_u for ``vat_em``). ε is in units of the normalised inputs and depends on the input's size: Miyato
+x_u for ``vat_em``, its weight ramped up over the run). ε is in units of the normalised inputs and depends on the input's size: Miyato
 et al. used 8.0 on CIFAR-10 and 3.5 on SVHN (ZCA-whitened and [-1, 1]-scaled respectively), and
 6.0 is Oliver et al.'s CIFAR-10 value for standardised inputs. The default (``eps: null``) scales
 that value by the typical norm of a standardised input, √D for D input values:
 ε = 6.0 · √(D / 3072), i.e. 6.0 on 3x32x32 images, 3.0 on 28x28 and 0.87 on 8x8 digits and on
 feature vectors (stored as 8x8 images up to 64 features), where an unscaled 6.0 moves each value by
-about its own standard deviation. (``vat_em`` collapsing to one class on the generated vector set
-happens at either ε: that is its entropy term; README, defaults.)
+about its own standard deviation.
 
 BatchNorm. The perturbed passes run in train mode (batch statistics) under ``frozen_bn_stats``,
 which leaves the running statistics alone, as the authors' code does with
@@ -37,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metassl.config import bounded
+from metassl.config import bounded, run_fraction, step_count
 from metassl.methods.base import METHODS, Method
 from metassl.methods.losses import entropy, kl_to_target
 from metassl.methods.pseudo import frozen_bn_stats
+from metassl.methods.ramps import run_rampup
 
 
 @dataclass
@@ -88,12 +88,15 @@ def adversarial_direction(model: nn.Module, x: torch.Tensor, p: torch.Tensor, xi
 class VAT(Method):
     Config = VATConfig
     needs_unlabeled = True
-    entropy_weight = 0.0
+    has_entropy = False
+
+    def entropy_weight(self, step: int) -> float:
+        return 0.0
 
     def train_step(self, labeled, unlabeled, step):
         loss_l = F.cross_entropy(self.model(labeled.x).float(), labeled.y)
         # p(y|x_u) is a constant target; only the entropy term needs the clean pass's graph.
-        with torch.set_grad_enabled(self.entropy_weight > 0):
+        with torch.set_grad_enabled(self.has_entropy):
             logits_u = self.model(unlabeled.x).float()
         p = logits_u.detach().softmax(1)
         with frozen_bn_stats(self.model):
@@ -102,16 +105,31 @@ class VAT(Method):
             lds = kl_to_target(self.model(unlabeled.x + eps * d), p)
         loss = loss_l + self.cfg.alpha * lds
         out = {"loss_l": loss_l.detach(), "lds": lds.detach()}
-        if self.entropy_weight:
+        if self.has_entropy:
             ent = entropy(logits_u)
-            loss = loss + self.entropy_weight * ent
+            loss = loss + self.entropy_weight(step) * ent
             out["entropy"] = ent.detach()
         self.optimize(loss)
         return {"loss": loss.detach(), **out}
 
 
+@dataclass
+class VATEntMinConfig(VATConfig):
+    entropy_weight: float = bounded(1.0, 0.0)  # weight of the prediction entropy on x_u after its ramp-up
+    entropy_rampup_fraction: float = run_fraction(0.4)  # sigmoid ramp-up of the entropy weight, a share of the run
+    entropy_rampup_steps: Optional[int] = step_count()
+
+
 @METHODS.register("vat_em")
 class VATEntMin(VAT):
-    """VAT plus the conditional entropy of p(y|x_u) (Grandvalet & Bengio 2005), weight 1."""
+    """VAT plus the conditional entropy of p(y|x_u) (Grandvalet & Bengio 2005), weight 1 once
+    ramped up. Miyato et al. weight it 1 from the first step; at full weight before the
+    predictions mean anything it confirms whatever class they lean to, which on a hard set
+    collapses the model onto one class, hence the ramp (0 for none)."""
 
-    entropy_weight = 1.0
+    Config = VATEntMinConfig
+    has_entropy = True
+
+    def entropy_weight(self, step: int) -> float:
+        return self.cfg.entropy_weight * run_rampup("sigmoid", step, self.cfg, self.ctx.total_steps,
+                                                    "entropy_rampup")

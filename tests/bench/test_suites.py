@@ -99,11 +99,14 @@ def test_shipped_suites_resolve():
         assert suites.run_suite(name, None, dry_run=True).strip(), name
 
 
-def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_path):
+def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_path, capsys):
     path = write_suite(tmp_path, {**SUITE, "base": {**SUITE["base"], "select": "last"}})
     out = tmp_path / "out"
     assert suites.run_suite(str(path), out, dry_run=True, only=["method=mixup", "seed=1"]) == "method=mixup,seed=1"
     table = suites.run_suite(str(path), out, only=["method=supervised"])
+    # the progress lines count the runs this command trains, not the suite's
+    counters = [line.split()[0] for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert counters == ["[1/2]", "[2/2]"]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["method=supervised,seed=0",
                                                                    "method=supervised,seed=1"]
     assert [r["overrides"]["method"] for r in json.loads((out / "results.json").read_text())] == ["supervised"] * 2

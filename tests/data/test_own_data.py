@@ -57,13 +57,17 @@ def test_npz_of_vectors_is_encoded_as_sslclassifier_encodes_them(tmp_path):
     assert ds.vectors == enc.info()
 
 
-def test_npz_of_vectors_without_a_test_set_holds_one_out_and_fits_the_encoder_without_it(tmp_path):
+def test_npz_of_vectors_without_a_test_set_holds_one_out_and_fits_the_encoder_without_it(tmp_path, capsys):
     x, y = vectors(100)
     path = tmp_path / "v.npz"
     np.savez(path, x=x, y=y)
     ds = load("npz", path, test_fraction=0.2)
     train_rows, test_rows = holdout(y, 0.2)
     assert ds.test_held_out and len(ds.x_test) == len(test_rows) > 0
+    assert f"has no test set; held out {len(test_rows)} labeled vectors" in capsys.readouterr().err
+    write(tmp_path / "v.csv", "\n".join(",".join(map(str, [*row, label])) for row, label in zip(x, y)) + "\n")
+    load("csv", tmp_path / "v.csv", test_fraction=0.2)
+    assert f"has no test set; held out {len(test_rows)} labeled rows" in capsys.readouterr().err
     assert torch.equal(ds.x_train, encoded(x[train_rows], x[train_rows]))
     assert torch.equal(ds.x_test, encoded(x[train_rows], x[test_rows]))
 

@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -56,10 +57,23 @@ def test_perturbed_passes_leave_running_stats_to_the_clean_ones(make_method):
 
 def test_vat_em_adds_the_prediction_entropy(make_method):
     method, batches = make_method("vat_em", "alpha=1.0")
-    out = method.train_step(*batches(), step=0)
+    out = method.train_step(*batches(), step=40)  # past the ramp-up: 40% of 100 steps
     assert out["entropy"] > 0
     assert torch.allclose(out["loss"], out["loss_l"] + out["lds"] + out["entropy"])
     assert "entropy" not in make_method("vat")[0].train_step(*batches(), step=0)
+
+
+@pytest.mark.parametrize("overrides, step, weight", [
+    ((), 0, math.exp(-5.0)),  # sigmoid ramp over the first 40% of the run
+    ((), 20, math.exp(-5.0 * 0.25)),
+    ((), 40, 1.0),
+    (("entropy_rampup_fraction=0",), 0, 1.0),  # Miyato et al.: weight 1 from the first step
+    (("entropy_rampup_steps=10", "entropy_weight=0.5"), 5, 0.5 * math.exp(-5.0 * 0.25)),
+])
+def test_vat_em_ramps_its_entropy_weight_over_the_run(make_method, overrides, step, weight):
+    method, batches = make_method("vat_em", "alpha=1.0", *overrides, total_steps=100)
+    out = method.train_step(*batches(), step=step)
+    assert torch.allclose(out["loss"], out["loss_l"] + out["lds"] + weight * out["entropy"])
 
 
 # ε for 8x8 digits (configs/vat.yaml): CIFAR-10's 6 scaled by the input norm, √64 against √3072.
