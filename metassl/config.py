@@ -101,7 +101,7 @@ class TrainConfig:
     method: str = "supervised"  # the training method; its own keys are the section named after it
     steps: int = field(default=1000, metadata=_range(1))  # training iterations
     batch_size: int = field(default=64, metadata=_range(1))  # labeled examples per step
-    # Unlabeled examples per step; null: batch_size times the method's ratio (fixmatch 7, else 1).
+    # Unlabeled examples per step; null: batch_size times the method's ratio (7 for fixmatch, uda, flexmatch, freematch and softmatch; else 1).
     unlabeled_batch_size: Optional[int] = field(default=None, metadata=_range(1))
     # SGD learning rate, before the schedule.
     lr: float = field(default=0.05, metadata=_range(0.0, lo_open=True))
