@@ -96,6 +96,9 @@ def cmd_bench(args) -> int:
     from metassl.bench import speed, suites
 
     if args.suite == "speed":
+        if args.dry_run:
+            print("\n".join(speed.row_names(args.methods)))
+            return 0
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,
                                channels_last=None if args.layout is None else args.layout == "nhwc",
@@ -178,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark suite, or 'speed' to time every method's step")
     b.add_argument("suite", help="a shipped suite name, a suite YAML file, or 'speed'")
     b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
-    b.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    b.add_argument("--dry-run", action="store_true", help="list the runs (speed: the rows) without training or timing")
     b.add_argument("--jobs", type=_positive_int, default=1, help="suite: runs trained at once, one thread each")
     b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
                    "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")

@@ -70,6 +70,11 @@ def variant(spec: str) -> Variant:
             raise ConfigError(f"config: bench speed {spec!r}: {key} does not change a timed step; a variant "
                               f"sets {name}'s own keys or {', '.join(BENCH_KEYS)}")
     rest = {k: v for k, v in tree.items() if k not in top}
+    for key in rest:
+        if key not in own:
+            mine = f"{name}'s own keys ({', '.join(sorted(own))})" if own else f"none of its own ({name} has none)"
+            raise ConfigError(f"config: bench speed {spec!r}: unknown key {key!r}; a variant sets {mine} "
+                              f"or {', '.join(BENCH_KEYS)}")
     run = resolve({**BENCH_DEFAULTS, **top, "method": section, section: rest})
     return Variant(cls, run.method_cfg, run)
 
@@ -195,13 +200,22 @@ def _peak_cpu_child(name: str, model: str, batch_size: int, channels_last: bool 
     return max(0.0, peak - base)
 
 
+def row_names(methods: list[str] | None = None) -> list[str]:
+    """The rows a run times: ``methods`` (each checked as ``variant`` reads it, so a bad one is a
+    one-line error before anything runs), or every method and the reference rows."""
+    names = methods or METHODS.names() + list(REFERENCES)
+    for name in names:
+        variant(name)
+    return names
+
+
 def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
               rounds: int = 20, warmup: int = 3, device: str = "auto",
               channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28)) -> list[dict]:
     """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width)."""
     dev = pick_device(device)
     channels_last = use_channels_last(channels_last, dev)
-    names = methods or METHODS.names() + list(REFERENCES)
+    names = row_names(methods)
     variants = {name: variant(name) for name in names}
     bench = Bench(model, batch_size, dev, shape=shape, channels_last=channels_last)
     instances = {name: bench.method(name) for name in names}

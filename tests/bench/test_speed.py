@@ -71,6 +71,27 @@ def test_variants_set_the_top_level_keys_of_a_step():
             variant(spec)
 
 
+def test_a_variants_unknown_key_names_the_keys_it_may_set():
+    from metassl.bench.speed import variant
+    from metassl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown key 'alpah'; a variant sets mixup's own keys \(alpha, .*\) or amp"):
+        variant("mixup:alpah=1")
+    with pytest.raises(ConfigError, match="none of its own"):
+        variant("supervised:bogus=1")
+
+
+def test_speed_dry_run_lists_the_rows_and_times_nothing(cli, tmp_path):
+    out = tmp_path / "speed"
+    proc = cli("bench", "speed", "--out", str(out), "--dry-run", "--methods", "supervised",
+               "meta_pl_mixup:amp=bf16", "meta_pl_mixup_reference")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["supervised", "meta_pl_mixup:amp=bf16", "meta_pl_mixup_reference"]
+    assert not out.exists()
+    bad = cli("bench", "speed", "--out", str(out), "--dry-run", "--methods", "mixup:alpah=1")
+    assert bad.returncode == 2 and "alpah" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_one_run_interleaves_a_top_level_setting_against_its_absence(tmp_path, monkeypatch):
     from metassl.bench import speed
 
