@@ -97,7 +97,7 @@ def cmd_bench(args) -> int:
 
     if args.suite == "speed":
         if args.dry_run:
-            print("\n".join(speed.row_names(args.methods)))
+            print("\n".join(speed.row_variants(args.methods)))
             return 0
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,

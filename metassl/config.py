@@ -267,7 +267,8 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in fields:
-            raise ConfigError(f"config: unknown key {key!r}; known keys: {', '.join(fields)}")
+            known = f"known keys: {', '.join(fields)}" if fields else f"{prefix or 'config'} has no keys of its own"
+            raise ConfigError(f"config: unknown key {key!r}; {known}")
         kwargs[name] = _coerce(value, hints[name], key)
         _check_range(kwargs[name], fields[name].metadata, key)
     for name in kwargs:

@@ -271,11 +271,10 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
         return "\n".join(run_name(f) for f in runs if run_name(f) in chosen)
     out.mkdir(parents=True, exist_ok=True)
     # A run an included file holds is finished: it is tabulated from there, not trained again.
-    todo = [(out / run_name(flat), cfg) for flat, cfg in resolved
-            if run_name(flat) in chosen and not (out / run_name(flat) / "final.json").exists()
-            and run_name(flat) not in earlier]
-    # numbered among the runs this command trains, not the whole suite's
-    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(todo)]
+    pending = [(out / run_name(flat), cfg) for flat, cfg in resolved
+               if run_name(flat) in chosen and not (out / run_name(flat) / "final.json").exists()
+               and run_name(flat) not in earlier]
+    todo = [(i, p, cfg) for i, (p, cfg) in enumerate(pending)]  # numbered among the runs trained here
     if jobs > 1 and len(todo) > 1:
         _run_parallel(todo, len(todo), jobs)
     else:
