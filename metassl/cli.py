@@ -102,8 +102,11 @@ def cmd_bench(args) -> int:
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,
                                channels_last=None if args.layout is None else args.layout == "nhwc",
-                               shape=(args.channels, args.image_size, args.image_size))
+                               shape=(args.channels, args.image_size, args.image_size),
+                               profile_steps=args.profile)
         print(speed.to_markdown(rows))
+        if args.profile:
+            print(f"profiles of {args.profile} more steps a row: {Path(args.out) / 'profile.md'}")
         return 0
     # ``--include A.json threads=1``: argparse hands the trailing key=value to --include; it is an override
     include = [f for f in args.include or [] if "=" not in f or Path(f).exists()]
@@ -195,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
                    "e.g. metamixup:grad=first_order or supervised:compile=on")
     b.add_argument("--batch-size", type=_positive_int, default=64, help="speed: labeled and unlabeled batch size")
     b.add_argument("--rounds", type=_positive_int, default=20, help="speed: timed steps per method")
+    b.add_argument("--profile", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="speed: after timing, profile STEPS more steps of each row (torch.profiler) and write "
+                        "profile.md and profile.json: self time by operator family and the costliest operators")
     b.add_argument("--image-size", type=_positive_int, default=28, help="speed: side of the synthetic images (default 28)")
     b.add_argument("--channels", type=int, default=1, choices=[1, 3], help="speed: image channels (default 1)")
     b.add_argument("--layout", choices=["nhwc", "nchw"],
@@ -232,15 +238,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (argparse turns the ValueError into a one-line error)."""
+def _whole_number(text: str, least: int) -> int:
+    """A whole number >= ``least``, or argparse's one-line error."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be a whole number >= 1")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text}: must be a whole number >= {least}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    return _whole_number(text, 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 
+from metassl.bench import profile
 from metassl.bench.reference import REFERENCES
 from metassl.config import TrainConfig, parse_overrides, resolve
 from metassl.data.augment import Augmenter
@@ -203,8 +204,10 @@ def row_variants(methods: list[str] | None = None) -> dict[str, Variant]:
 
 def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
               rounds: int = 20, warmup: int = 3, device: str = "auto",
-              channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28)) -> list[dict]:
-    """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width)."""
+              channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28),
+              profile_steps: int = 0) -> list[dict]:
+    """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width);
+    with ``profile_steps``, profile that many more steps of each row (``bench.profile``)."""
     dev = pick_device(device)
     channels_last = use_channels_last(channels_last, dev)
     variants = row_variants(methods)
@@ -235,6 +238,9 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
             if dev.type == "cuda" and r == 0:
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
         data_times.append(bench.data_step())
+    profiles = {name: profile.profile_steps(lambda step, name=name: bench.step(instances[name], step),
+                                            warmup + rounds, profile_steps, dev)
+                for name in names} if profile_steps else {}
     if dev.type != "cuda":
         peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last, shape) for name in names}
     median_ms = {name: statistics.median(times[name]) * 1000 for name in names}
@@ -256,7 +262,7 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
                      "compile_seconds": round(compile_s[name], 1) if bench.compiled[name] else None})
     data_ms = statistics.median(data_times) * 1000
     meta = {"model": model, "image": "x".join(map(str, shape)), "batch": f"{batch_size} labeled + {batch_size} unlabeled", "device": str(dev),
-            "rounds": rounds, "warmup": warmup, "data_pipeline_ms": round(data_ms, 3),
+            "rounds": rounds, "warmup": warmup, "profile_steps": profile_steps, "data_pipeline_ms": round(data_ms, 3),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)",
             "cpu_allocator": keep_freed_memory() if dev.type == "cpu" else None}
@@ -264,6 +270,9 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
     (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "speed.md").write_text(to_markdown(rows, meta))
+    if profiles:
+        (out / "profile.json").write_text(json.dumps(profiles, indent=2) + "\n")
+        (out / "profile.md").write_text(profile.to_markdown(profiles))
     return rows
 
 

@@ -52,14 +52,14 @@ def _maxima(x: torch.Tensor, ceil_mode: bool) -> tuple[torch.Tensor, tuple[torch
     return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)), corners
 
 
-def _winner(corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-    """Which corner of each window holds its maximum, 0-3 in row-major order (uint8), the first
-    on ties."""
+def _winner(corners: tuple[torch.Tensor, ...], out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which corner of each window holds its maximum, the first in row-major order on ties, as
+    two masks: the bottom row won, the right column won."""
     a, b, c, _ = corners
     not_a = a != out
     bottom = not_a & (b != out)
     right = not_a & (~bottom | (c != out))  # b on the top row, d on the bottom one
-    return bottom.to(torch.uint8) * 2 + right
+    return bottom, right
 
 
 class _MaxPool2x2(torch.autograd.Function):
@@ -88,9 +88,10 @@ def _indices(x: torch.Tensor, ceil_mode: bool, corners: tuple[torch.Tensor, ...]
         return F.max_pool2d(x.detach(), 2, ceil_mode=ceil_mode, return_indices=True)[1]
     h, w = out.shape[-2:]
     width = x.shape[-1]
-    offset = torch.tensor([0, 1, width, width + 1], device=x.device)
     window = torch.arange(h, device=x.device).view(h, 1) * (2 * width) + torch.arange(w, device=x.device) * 2
-    return torch.take(offset, _winner(corners, out).long()) + window
+    bottom, right = _winner(corners, out)
+    # In place on one int64 tensor: window + width * bottom + right.
+    return bottom.to(torch.int64).mul_(width).add_(right).add_(window)
 
 
 def max_pool2x2(x: torch.Tensor, ceil_mode: bool = False, return_indices: bool = False):
