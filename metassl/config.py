@@ -275,11 +275,18 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
         if fields[name].metadata.get("length") == "fraction":
             stem = name[: -len("_fraction")]
             twin = f"{stem}_steps" if f"{stem}_steps" in fields else stem if stem in fields else None
-            if twin is not None and twin in kwargs and kwargs[twin] not in (None, []) and kwargs[name] not in (None, []):
+            # A fraction at its default is no second length: a saved config (a run's config.yaml,
+            # a checkpoint's) writes it beside the step count that the run was given.
+            if (twin is not None and twin in kwargs and kwargs[twin] not in (None, [])
+                    and kwargs[name] not in (None, []) and kwargs[name] != _default(fields[name])):
                 where = f"{prefix}." if prefix else ""
                 raise ConfigError(f"config: {where}{twin} and {where}{name} both set; give the length "
                                   "as a step count or as a fraction of the run, not both")
     return cls(**kwargs)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def to_dict(obj: Any) -> Any:

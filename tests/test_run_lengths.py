@@ -142,3 +142,24 @@ def test_final_json_says_which_weights_were_evaluated(tmp_path):
     assert final["evaluated"] == {"weights": "model"}
     final = Trainer(config.load_config(None, base + ["method=mean_teacher"]), tmp_path / "c").fit()
     assert final["evaluated"]["weights"] == "teacher"
+
+
+@pytest.mark.parametrize("keys", [
+    ["method=mixup_ssl", "mixup_ssl.rampup_steps=10"],
+    ["schedule.warmup_steps=10"],
+    ["ema_horizon_steps=10"],
+    ["method=pseudo_label", "pseudo_label.t1_steps=5"],
+    ["method=mixup_apl", "mixup_apl.apl_period_steps=5"],
+    ["schedule.milestones=[5]"],
+])
+def test_a_length_given_as_steps_reads_back_from_the_saved_config(keys):
+    cfg = config.load_config(None, keys)
+    saved = config.dump(cfg)
+    assert config.dump(config.resolve(saved)) == saved
+
+
+def test_a_fraction_off_its_default_beside_a_step_count_is_still_an_error():
+    saved = config.dump(config.load_config(None, ["schedule.warmup_steps=10"]))
+    saved["schedule"]["warmup_fraction"] = 0.1
+    with pytest.raises(ConfigError, match="both set"):
+        config.resolve(saved)

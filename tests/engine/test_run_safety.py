@@ -268,3 +268,28 @@ def test_a_resume_that_stops_early_gives_its_lock_back(tmp_path):
     # The failed call's frame is still alive in the traceback; its lock must not be.
     assert failed.traceback
     rundir.lock_run(out).close()
+
+
+def test_a_run_given_its_lengths_as_step_counts_resumes(tmp_path):
+    """A saved config writes each length's fraction (at its default) beside the step count the run
+    was given; reading it back must not take that for two lengths."""
+    cfg = config.load_config(None, FAST + ["method=mixup_ssl", "steps=20", "eval_every=10", "checkpoint_every=5",
+                                           "schedule.warmup_steps=3", "mixup_ssl.rampup_steps=4",
+                                           "ema_decay=0.9", "ema_horizon_steps=6"])
+    Trainer(cfg, tmp_path / "whole").fit()
+    part = tmp_path / "part"
+    trainer = Trainer(cfg, part)
+    real_save = trainer.save
+
+    def killed_after_15():
+        real_save()
+        if trainer.step == 15:
+            raise KeyboardInterrupt
+
+    trainer.save = killed_after_15
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    again = config.load_config(part / "config.yaml", [])  # the run's own config, read back
+    assert config.dump(again) == config.dump(cfg)
+    Trainer(again, part, resume=True).fit()
+    assert _without_times(_rows(part)) == _without_times(_rows(tmp_path / "whole"))
