@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from metassl.errors import MetasslError
+from metassl.errors import ConfigError, MetasslError
 
 
 def cmd_train(args) -> int:
@@ -19,9 +19,9 @@ def cmd_train(args) -> int:
     rank0 = os.environ.get("RANK", "0") == "0"
     if args.resume:
         if args.config:
-            raise MetasslError("train: --resume takes its config from the run; drop --config")
+            raise ConfigError("train: --resume takes its config from the run; drop --config")
         if args.out or args.overwrite:
-            raise MetasslError(f"train: --resume continues the run in {args.resume} where it is; drop "
+            raise ConfigError(f"train: --resume continues the run in {args.resume} where it is; drop "
                                f"{'--out' if args.out else '--overwrite'}")
         path = Path(args.resume)
         overrides = config_mod.parse_overrides(args.overrides)
@@ -33,19 +33,24 @@ def cmd_train(args) -> int:
             final = path / "final.json"
             if final.exists():
                 done = json.loads(final.read_text())
-                if done.get("steps", 0) >= cfg.steps:
+                if done.get("steps", 0) > cfg.steps:
+                    raise ConfigError(f"train: {path} has already trained {done['steps']} steps; "
+                                      f"steps={cfg.steps} would shorten it (give steps >= {done['steps']})")
+                if done.get("steps", 0) == cfg.steps:
                     print(json.dumps(done, indent=2))
+                    print(f"metassl: {path} had already finished its {cfg.steps} steps", file=sys.stderr)
                     print(summary(done, path), file=sys.stderr)
                     return 0
             if not (path / "checkpoint.pt").exists():
-                raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from")
+                raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from; start it again "
+                                   f"with metassl train --out {path} --overwrite")
             trainer = Trainer(cfg, path, resume=True)
             final = _fit(trainer, cfg, path)
         finally:
             if lock is not None:
                 lock.close()
     else:
-        cfg = config_mod.load_config(args.config, args.overrides)
+        cfg = config_mod.anchored(config_mod.load_config(args.config, args.overrides))
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
         claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
         try:
@@ -88,7 +93,7 @@ def summary(final: dict, path: Path) -> str:
 def cmd_eval(args) -> int:
     from metassl.engine.rundir import evaluate_run
 
-    print(json.dumps(evaluate_run(Path(args.run), args.weights, args.device), indent=2))
+    print(json.dumps(evaluate_run(Path(args.run), args.weights, args.device, args.data_root), indent=2))
     return 0
 
 
@@ -167,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run",
                        epilog="`metassl config METHOD` lists every key of a run of METHOD, with its type, "
                               "default and meaning.")
-    t.add_argument("--config", help="YAML file of config keys")
+    t.add_argument("--config", action="append", metavar="FILE",
+                   help="YAML file of config keys; may be given more than once, a later file's keys over an earlier's")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<method>-<model>-l<labels>-s<seed>)")
     t.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -179,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", choices=["selected", "last"], default="selected",
                    help="the validation-selected weights (best.pt) or the last checkpoint's (EMA where the run used it)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to evaluate (default: the run's device)")
+    e.add_argument("--data-root", help="where the run's data lies now, if it has moved since training "
+                                       "(default: the run's data_root)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="run a benchmark suite, or 'speed' to time every method's step")
@@ -219,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+",
                     help="image files, folders of images, .npz files, or .csv tables of feature vectors")
     pr.add_argument("--out", default="preds.csv", help="CSV to write (default preds.csv)")
-    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--batch-size", type=_positive_int, default=256, help="inputs per forward pass (default 256)")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.set_defaults(func=cmd_predict)
 

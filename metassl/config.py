@@ -56,7 +56,7 @@ class ScheduleConfig:
     name: Literal["constant", "cosine", "step"] = "cosine"
     warmup_fraction: float = run_fraction(0.0)
     warmup_steps: Optional[int] = step_count()
-    # ``step`` decay points: steps, or shares of the run (one of the two lists).
+    # ``step`` decay points as step counts (or give milestones_fraction, not both).
     milestones: list[int] = field(default_factory=list)
     # ``step`` decay points as shares of the run (instead of milestones).
     milestones_fraction: list[float] = field(default_factory=list, metadata={"length": "fraction"})
@@ -71,8 +71,8 @@ class AugmentConfig:
     # and 32x32 images: the 2-pixel translation of CIFAR-scale SSL protocols, scaled with the image).
     translate: Optional[int] = field(default=None, metadata=_range(0, 64))
     noise: float = field(default=0.0, metadata=_range(0.0))  # std of Gaussian noise on the normalised images
-    # Feature vectors only (their views; flip and translate do not apply to them): Gaussian noise
-    # in standard deviations of each feature, and the share of features replaced by their mean.
+    # Feature vectors only (their views; flip and translate do not apply to them): Gaussian noise,
+    # in standard deviations of each feature.
     vector_noise: float = field(default=0.2, metadata=_range(0.0))
     # Feature vectors: share of features set to their mean.
     vector_dropout: float = field(default=0.1, metadata=_range(0.0, 0.5))
@@ -266,11 +266,15 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in fields:
-            known = f"known keys: {', '.join(fields)}" if fields else f"{prefix or 'config'} has no keys of its own"
-            raise ConfigError(f"config: unknown key {key!r}; {known}")
-        kwargs[name] = _coerce(value, hints[name], key)
-        _check_range(kwargs[name], fields[name].metadata, key)
+        try:
+            if name not in fields:
+                known = f"known keys: {', '.join(fields)}" if fields else f"{prefix or 'config'} has no keys of its own"
+                raise ConfigError(f"config: unknown key {key!r}; {known}")
+            kwargs[name] = _coerce(value, hints[name], key)
+            _check_range(kwargs[name], fields[name].metadata, key)
+        except ConfigError as exc:  # the innermost key, for load_config to name the file it came from
+            exc.key = getattr(exc, "key", None) or key
+            raise
     for name in kwargs:
         if fields[name].metadata.get("length") == "fraction":
             stem = name[: -len("_fraction")]
@@ -296,6 +300,18 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested mapping as dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -379,6 +395,44 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def _nest(tree: dict, path: Path) -> dict:
+    """``tree`` with dotted keys (``mixup.alpha: 0.4``, as on the command line) nested as sections;
+    a key set both ways is an error naming it."""
+    out: dict = {}
+
+    def leaves(node: dict, prefix: tuple) -> typing.Iterator[tuple[tuple, Any]]:
+        for key, value in node.items():
+            parts = prefix + tuple(str(key).split("."))
+            if any(not p for p in parts):
+                raise ConfigError(f"config: {path}: key {'.'.join(parts)!r} has an empty part")
+            if isinstance(value, dict) and value:
+                yield from leaves(value, parts)
+            else:
+                yield parts, value
+
+    for parts, value in leaves(tree, ()):
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config: {path}: {'.'.join(parts[:i + 1])} is set to a value, so "
+                                  f"{'.'.join(parts)} cannot be set in it")
+        if parts[-1] in node:
+            raise ConfigError(f"config: {path}: key {'.'.join(parts)} is given twice")
+        node[parts[-1]] = value
+    return out
+
+
+def _check_schedule(s: ScheduleConfig) -> None:
+    for key in ("milestones", "milestones_fraction"):
+        points = getattr(s, key)
+        if points and s.name != "step":
+            raise ConfigError(f"config: schedule.{key}={points} applies only to schedule.name=step, "
+                              f"not {s.name}; drop it or set schedule.name=step")
+        if any(b <= a for a, b in zip(points, points[1:])):
+            raise ConfigError(f"config: schedule.{key}={points} must be increasing")
+
+
 def resolve(raw: dict) -> TrainConfig:
     """Build a validated TrainConfig from a nested mapping (file merged with overrides)."""
     from metassl.data.sources import DATASETS
@@ -400,6 +454,7 @@ def resolve(raw: dict) -> TrainConfig:
         cfg.method_cfg = built
     if cfg.method_cfg is None:
         cfg.method_cfg = method_cls.Config()
+    _check_schedule(cfg.schedule)
     plugin = getattr(cfg.method_cfg, "meta_gradient", False)
     if cfg.amp == "fp16" and (method_cls.meta_gradient or plugin):
         what = f"{cfg.method}.meta_gradient=true" if plugin else f"method={cfg.method}"
@@ -414,6 +469,40 @@ def dump(cfg: TrainConfig) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
-    raw = load_yaml(path) if path else {}
-    return resolve(merge(raw, parse_overrides(overrides)))
+def anchored(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with a relative ``data_root`` made absolute (against the working directory), so that
+    the run's saved config finds its data from wherever it is later evaluated or resumed."""
+    if cfg.data_root is None:
+        return cfg
+    root = str(Path(cfg.data_root).expanduser().absolute())
+    return cfg if root == cfg.data_root else dataclasses.replace(cfg, data_root=root)
+
+
+def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainConfig:
+    """The config of YAML files ``paths`` (in order, a later file's keys over an earlier's) and
+    ``key=value`` ``overrides`` over them. A bad value is named with the file it came from."""
+    files = [paths] if isinstance(paths, (str, Path)) else list(paths or [])
+    trees = [(Path(p), _nest(load_yaml(p), Path(p))) for p in files]
+    extra = parse_overrides(overrides)
+    raw: dict = {}
+    for _, tree in trees:
+        raw = merge(raw, tree)
+    try:
+        return resolve(merge(raw, extra))
+    except ConfigError as exc:
+        key = getattr(exc, "key", None)
+        source = next((p for p, tree in reversed(trees) if _holds(tree, key)), None) if key else None
+        if source is None or _holds(extra, key) or not str(exc).startswith("config: "):
+            raise
+        named = ConfigError(f"config: {source}: {str(exc)[len('config: '):]}")
+        named.key = key
+        raise named from None
+
+
+def _holds(tree: dict, dotted: str) -> bool:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

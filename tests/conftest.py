@@ -1,4 +1,5 @@
 import gzip
+import os
 import struct
 import subprocess
 import sys
@@ -11,10 +12,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the ``metassl`` command line in a fresh interpreter."""
+def run_cli(*args: str, timeout: float = 600, check: bool = False, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the ``metassl`` command line in a fresh interpreter, in ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "metassl.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=cwd, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"metassl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -63,3 +65,16 @@ def cli():
 # Small, fast settings shared by engine tests: digits, mlp, a few steps.
 FAST = ["dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5", "batch_size=32",
         "tensorboard=false", "lr=0.05"]
+
+
+def kill_after_checkpoint(trainer, step: int) -> None:
+    """Make ``trainer`` stop with KeyboardInterrupt right after it has saved its checkpoint at ``step``,
+    as a kill between two steps leaves a run."""
+    real_save = trainer.save
+
+    def save():
+        real_save()
+        if trainer.step == step:
+            raise KeyboardInterrupt
+
+    trainer.save = save

@@ -60,7 +60,7 @@ def test_fp16_is_refused_for_exactly_the_methods_that_take_look_ahead_gradients(
 
 
 def test_dump_round_trips():
-    cfg = config.load_config(None, ["method=mixup", "mixup.alpha=0.3", "schedule.milestones=[10,20]"])
+    cfg = config.load_config(None, ["method=mixup", "mixup.alpha=0.3", "schedule.name=step", "schedule.milestones=[10,20]"])
     again = config.resolve(config.dump(cfg))
     assert config.dump(again) == config.dump(cfg)
 

@@ -150,7 +150,7 @@ def test_final_json_says_which_weights_were_evaluated(tmp_path):
     ["ema_horizon_steps=10"],
     ["method=pseudo_label", "pseudo_label.t1_steps=5"],
     ["method=mixup_apl", "mixup_apl.apl_period_steps=5"],
-    ["schedule.milestones=[5]"],
+    ["schedule.name=step", "schedule.milestones=[5]"],
 ])
 def test_a_length_given_as_steps_reads_back_from_the_saved_config(keys):
     cfg = config.load_config(None, keys)

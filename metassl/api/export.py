@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from metassl.api.inference import Classifier, load_run
+from metassl.api.inference import Classifier, check_output_file, load_run
 from metassl.errors import ConfigError, MetasslError
 
 FORMATS = ("onnx", "torchscript")
@@ -67,6 +67,7 @@ def _torchscript(classifier: Classifier, example: torch.Tensor, path: Path, clas
 def export_run(run: Path, fmt: str, out: Path) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"export: format {fmt!r} is unknown; choose from {', '.join(FORMATS)}")
+    check_output_file(out, "export", run)
     loaded = load_run(run, "cpu")
     classes = loaded.info["classes"]
     example = example_input(loaded.info)

@@ -21,7 +21,7 @@ from metassl.data.runinfo import load_data_info
 from metassl.data.vectors import VectorEncoder  # noqa: F401  (part of this module's API)
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
-from metassl.errors import CheckpointError
+from metassl.errors import CheckpointError, ConfigError
 from metassl.models import create_model
 
 
@@ -62,9 +62,8 @@ def build_classifier(cfg: TrainConfig, info: dict, state: dict, source: Path) ->
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint: weights in {source} do not fit model {cfg.model!r}: "
-                              f"{first}") from None
+                              f"{rundir.state_dict_mismatch(exc)}") from None
     vectors = info.get("vectors")
     encoder = VectorEncoder(vectors["mean"], vectors["std"]) if vectors else None
     return Classifier(model, info["mean"], info["std"], encoder).eval().requires_grad_(False)
@@ -77,3 +76,17 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
     state = ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)
     classifier = build_classifier(cfg, info, state["model"], run / "best.pt").to(device)
     return LoadedRun(classifier, info, cfg, int(state.get("step", 0)))
+
+
+def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = ()) -> None:
+    """Refuse an ``--out`` that names no file, or one whose writing would destroy what the command
+    reads: one of its inputs, or one of the run's own files. Other existing files are replaced."""
+    if out.name in ("", ".", "..") or out.is_dir():
+        raise ConfigError(f"{command}: --out {out} is a directory, not a file name; "
+                          "give the file to write")
+    target = out.resolve()
+    if target.parent == run.resolve() and (target.name in rundir.RUN_FILES or target.name == rundir.LOCK_FILE):
+        raise ConfigError(f"{command}: --out {out} is the run's own {target.name}; give another file name")
+    for path in inputs:
+        if path.exists() and target == path.resolve():
+            raise ConfigError(f"{command}: --out {out} is one of the inputs; write it elsewhere")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metassl.api.inference import load_run
+from metassl.api.inference import check_output_file, load_run
 from metassl.data.arrays import as_images
 from metassl.data.csvfile import read_table_vectors
 from metassl.data.images import images_under, read_image, to_array
@@ -57,6 +57,9 @@ class _Reader:
                     raise DataError(f"data: {path} has no array 'x' (it has: {', '.join(keys) or 'none'})")
                 x = archive[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError) as exc:
+            if path.is_file() and not zipfile.is_zipfile(path):
+                raise DataError(f"data: {path} is not an .npz file (an .npz is a zip archive of arrays, "
+                                "as numpy.savez writes it)") from None
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"data: {path} is not a readable .npz file ({reason})") from None
         if self.vectors is not None:
@@ -115,6 +118,7 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
     p_<class> probability columns. The file appears only once every input was read."""
     if batch_size < 1:
         raise ConfigError(f"predict: --batch-size must be >= 1, got {batch_size}")
+    check_output_file(out, "predict", run, inputs)
     loaded = load_run(run, pick_device(device))
     classes = loaded.info["classes"]
     reader = _Reader(run, loaded.info, loaded.cfg.channels)
@@ -123,7 +127,7 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
     count = 0
     try:
         with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
+            writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["path", "prediction", *(f"p_{c}" for c in classes)])
             names: list[str] = []
             batch: list[torch.Tensor] = []

@@ -29,6 +29,7 @@ import torch
 from metassl import config as config_mod
 from metassl.bench import paired
 from metassl.engine import rundir
+from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, MetasslError
 
@@ -57,17 +58,6 @@ def load_suite(name_or_path: str) -> tuple[str, dict]:
             raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}}, "
                               f"got {entry!r}")
     return path.stem, suite
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def expand(suite: dict) -> list[dict]:
@@ -250,7 +240,7 @@ def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> 
         for key, value in flat.items():
             raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
         try:
-            resolved.append((flat, config_mod.resolve(raw)))
+            resolved.append((flat, config_mod.anchored(config_mod.resolve(raw))))
         except ConfigError as exc:
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
     return resolved

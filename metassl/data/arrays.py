@@ -192,8 +192,12 @@ def _as_images(name: str, what: str, x: Any) -> np.ndarray:
     if a.dtype == np.uint8:
         pass
     elif np.issubdtype(a.dtype, np.floating):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"data: {name}: {what} holds {int(bad.sum())} NaN or infinite values "
+                            f"(the first at index {first})")
         lo, hi = float(a.min()), float(a.max())
-        # Written so that NaN fails too.
         if not (lo >= 0.0 and hi <= 1.0):
             raise DataError(
                 f"data: {name}: {what} has float values from {lo} to {hi}; "

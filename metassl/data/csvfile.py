@@ -188,12 +188,28 @@ def _table_rows(path: Path, text: str, header: Optional[list[str]], label_col: O
     return rows
 
 
+def _check_label_column(path: Path, rows: list, header: Optional[list[str]], label_col: int) -> None:
+    """Refuse a label column of fractional numbers: a table without labels whose last feature was
+    taken for them."""
+    fractional = next((label for _, _, label, _ in rows
+                       if label and _is_number(label) and float(label) != round(float(label))), None)
+    if fractional is None:
+        return
+    column = f"{header[label_col]!r}" if header else f"{label_col + 1} (the last)"
+    named = header is not None and "label" in [h.lower() for h in header]
+    how = "the column named 'label'" if named else "the last column, as no header names a 'label' column"
+    raise DataError(f"data: {path}: the labels are read from {how}: column {column}, which holds "
+                    f"fractional numbers such as {fractional}; a class is a name or a whole number "
+                    "(add a 'label' column, or leave its cells empty for unlabeled rows)")
+
+
 def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: int,
                 split_col: Optional[int], test_fraction: float) -> ArrayDataset:
     """A CSV table of feature vectors: one row per example, numbers in every column but the label
     (empty: unlabeled) and the optional split column. A header's names for the feature columns are
     kept with the encoder (``vectors["columns"]``), so that predictions read them by name."""
     rows = _table_rows(path, text, header, label_col, split_col)
+    _check_label_column(path, rows, header, label_col)
     classes, index = _row_classes(path, rows)
     for line, _, label, split in rows:
         if split == "test" and label not in index:

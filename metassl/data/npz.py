@@ -26,6 +26,9 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
     except OSError as exc:
         raise DataError(f"data: cannot read {path}: {exc.strerror or _first_line(exc)}") from None
     except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"data: {path} is not an .npz file (an .npz is a zip archive of arrays, "
+                            "as numpy.savez writes it)") from None
         raise DataError(f"data: {path} is not a readable .npz file ({_first_line(exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data: {path} holds a single array; expected an .npz archive with x and y")

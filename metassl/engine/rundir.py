@@ -21,10 +21,16 @@ from metassl.errors import CheckpointError, ConfigError
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
-RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard", "compile"}
+# Keys a resume may change: the run's length, where and how it runs and is logged, and where its
+# data now lies. Any other key given on resume must equal the run's own value.
+RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard", "compile",
+                  "threads", "eval_batch_size", "data_root"}
 # Config keys that may differ between a checkpoint and the run resuming it (they change no result).
-NOT_IDENTITY_KEYS = RESUMABLE_KEYS | {"threads"}
+NOT_IDENTITY_KEYS = RESUMABLE_KEYS
 LOCK_FILE = ".lock"
+# What ``metassl report`` writes into a run directory (metassl.report.build).
+REPORT_FILES = ("report.md", "report.html", "fig_errors.png", "fig_losses.png", "fig_error_vs_labels.png",
+                "fig_tsne.png", "fig_lambda_hist.png", "fig_lambda_pairs.png", "fig_mix_distance.png")
 # Rows logged at each evaluation; on resume those after the checkpoint's step are dropped.
 LOG_FILES = ("metrics.jsonl", "lambdas.jsonl")
 
@@ -43,13 +49,22 @@ def check_new(path: Path, *, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"train: --out {path} exists and is not a directory")
     if holds_run(path) and not overwrite:
+        if not resumable(path):
+            raise ConfigError(f"train: {path} holds a run that stopped before its first checkpoint; "
+                              f"replace it with --overwrite")
         raise ConfigError(f"train: {path} already holds a run; continue it with --resume {path} "
                           f"or replace it with --overwrite")
 
 
+def resumable(path: Path) -> bool:
+    """Whether ``path``'s run can be continued: it wrote a checkpoint, or it finished."""
+    return (path / "checkpoint.pt").exists() or (path / "final.json").exists()
+
+
 def clear_run(path: Path) -> None:
-    """Remove the files of the run in ``path`` (other files there are kept)."""
-    for name in RUN_FILES:
+    """Remove the files of the run in ``path`` and the report written from them (other files there
+    are kept)."""
+    for name in RUN_FILES + REPORT_FILES:
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "tensorboard", ignore_errors=True)
 
@@ -174,20 +189,28 @@ def write_config(path: Path, cfg: TrainConfig) -> None:
 
 
 def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
+    if not path.exists():
+        raise CheckpointError(f"run: {path} does not exist")
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"run: {path} holds no config.yaml; is it a metassl run directory?")
     raw = config_mod.load_yaml(path / "config.yaml")
-    for key in overrides or {}:
-        if key not in RESUMABLE_KEYS:
-            raise ConfigError(f"config: {key!r} cannot change when resuming; only "
-                              f"{', '.join(sorted(RESUMABLE_KEYS))} can")
-    return config_mod.resolve(config_mod.merge(raw, overrides or {}))
+    if not overrides:
+        return config_mod.resolve(raw)
+    run, asked = (config_mod.flatten(config_mod.dump(config_mod.resolve(tree)))
+                  for tree in (raw, config_mod.merge(raw, overrides)))
+    for key in asked:
+        if asked[key] != run.get(key) and key.split(".")[0] not in RESUMABLE_KEYS:
+            raise ConfigError(f"config: {key} cannot change when resuming (the run has "
+                              f"{key}={run.get(key)!r}); only {', '.join(sorted(RESUMABLE_KEYS))} can")
+    return config_mod.anchored(config_mod.resolve(config_mod.merge(raw, overrides)))
 
 
-def load_run(path: Path, weights: str = "selected", device: str | None = None) -> tuple[RunSetup, int]:
+def load_run(path: Path, weights: str = "selected", device: str | None = None,
+             data_root: str | None = None) -> tuple[RunSetup, int]:
     """A run's data, split and model with its saved weights loaded (the validation-selected
-    ``best.pt``, or the last checkpoint's, EMA where the run used it); the model is in eval mode."""
-    cfg = load_run_config(path, {"device": device} if device else {})
+    ``best.pt``, or the last checkpoint's, EMA where the run used it); the model is in eval mode.
+    ``data_root``: where the run's data lies now, if it has moved."""
+    cfg = load_run_config(path, {k: v for k, v in (("device", device), ("data_root", data_root)) if v})
     if cfg.dataset == "arrays":
         raise CheckpointError(f"run: {path} was trained from arrays in Python (metassl.api), which are not on "
                               "disk to evaluate on; use metassl predict, or SSLClassifier.score")
@@ -204,14 +227,23 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None) -
         s.model.load_state_dict(model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint: weights in {path} do not fit model {cfg.model!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{state_dict_mismatch(exc)}") from None
     s.model.eval()
     return s, step
 
 
-def evaluate_run(path: Path, weights: str = "selected", device: str | None = None) -> dict:
+def state_dict_mismatch(exc: RuntimeError) -> str:
+    """The first concrete line of ``load_state_dict``'s error (a size mismatch, a missing key), not
+    its "Error(s) in loading state_dict for ...:" header."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")]
+    return (detail or lines or [type(exc).__name__])[0]
+
+
+def evaluate_run(path: Path, weights: str = "selected", device: str | None = None,
+                 data_root: str | None = None) -> dict:
     """Recompute a run's validation and test error from its saved weights."""
-    s, step = load_run(path, weights, device)
+    s, step = load_run(path, weights, device, data_root)
     norm, bs = s.augmenter.normalize, s.cfg.eval_batch_size
     out = {
         "run": str(path), "weights": weights, "step": step,

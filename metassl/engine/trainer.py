@@ -39,16 +39,6 @@ class Interrupted(MetasslError):
                          f"'metassl train --resume {run_dir}'")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -266,6 +256,9 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"checkpoint: {path} does not match this run's config: {first}") from None
+        if state["step"] > self.cfg.steps:
+            raise ConfigError(f"train: {self.run_dir} is already at step {state['step']}; steps={self.cfg.steps} "
+                              f"would shorten it (give steps >= {state['step']})")
         self.step, self.best, self.last_eval = state["step"], state["best"], state["last_eval"]
         c = state["counters"]
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
@@ -284,7 +277,7 @@ class Trainer:
         except (KeyError, TypeError, AttributeError, yaml.YAMLError, MetasslError) as exc:
             raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "
                                   f"({_first_line(exc)})") from None
-        ours, theirs = _flat(config_mod.dump(self.cfg)), _flat(theirs)
+        ours, theirs = config_mod.flatten(config_mod.dump(self.cfg)), config_mod.flatten(theirs)
         for key in list(ours) + [k for k in theirs if k not in ours]:
             if key.split(".")[0] in rundir.NOT_IDENTITY_KEYS or ours.get(key) == theirs.get(key):
                 continue

@@ -24,7 +24,7 @@ from metassl.report.records import (Series, load_rows, loss_keys, mean_series, n
                                     series)
 from metassl.report.tsne import TSNE_POINTS, embed_run
 
-FILES = {
+FILES = {  # each also in engine.rundir.REPORT_FILES, which --overwrite removes
     "errors": "fig_errors.png",
     "losses": "fig_losses.png",
     "labels": "fig_error_vs_labels.png",

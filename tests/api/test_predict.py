@@ -117,3 +117,20 @@ def test_gray_images_predict_on_a_gray_run_and_cli_errors_are_one_line(gray_run,
     assert proc.stderr.strip().splitlines() == [
         f"metassl: error: data: {tmp_path / 'red.png'} is a colour image but run {gray_run} was trained on "
         "grayscale images"]
+
+
+def test_an_out_that_would_destroy_an_input_or_the_run_is_refused(cli, photos, photo_run, tmp_path):
+    image = next(iter(images_under(photos / "labeled")))
+    before = image.read_bytes()
+    config_before = (photo_run / "config.yaml").read_bytes()
+    for out, words in [(str(image), "one of the inputs"), (str(photo_run / "config.yaml"), "run's own config.yaml"),
+                       (str(tmp_path), "is a directory"), ("", "is a directory")]:
+        for command in (["predict", str(photo_run), str(image)], ["export", str(photo_run), "--format", "torchscript"]):
+            if command[0] == "export" and words == "one of the inputs":
+                continue
+            proc = cli(*command, "--out", out)
+            assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+    assert image.read_bytes() == before and (photo_run / "config.yaml").read_bytes() == config_before
+    ok = cli("predict", str(photo_run), str(image), "--out", str(photo_run / "preds.csv"))
+    assert ok.returncode == 0 and len(read_rows(photo_run / "preds.csv")) == 2

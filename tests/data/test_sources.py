@@ -431,7 +431,7 @@ def test_channel_stats_matches_direct_computation():
         (np.zeros((3, 8, 8, 3), np.uint8), [0, 0, 0], "channels-last"),
         (np.zeros((3, 4, 4), np.uint8), [0, 1], "3 images but y_train has 2 labels"),
         (np.full((2, 4, 4), 1.5), [0, 1], "from 1.5 to 1.5"),
-        (np.full((2, 4, 4), np.nan), [0, 1], "float values"),
+        (np.full((2, 4, 4), np.nan), [0, 1], "NaN or infinite"),
         (np.zeros((2, 4, 4), np.int32), [0, 1], "dtype int32"),
         (np.zeros((2, 4, 4), np.uint8), [0.0, 0.5], "y_train[1] = 0.5"),
     ],

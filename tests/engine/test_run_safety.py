@@ -17,7 +17,7 @@ import yaml
 from metassl import config
 from metassl.engine import rundir
 from metassl.engine.trainer import Trainer
-from tests.conftest import FAST, REPO
+from tests.conftest import FAST, REPO, kill_after_checkpoint
 
 
 def _files(path):
@@ -116,10 +116,10 @@ def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_pat
     assert proc.returncode == 1 and "another split" in _one_line(proc)
     assert _files(mine) == before
 
-    # --out and --overwrite mean nothing to a resume: refused rather than ignored
+    # --out and --overwrite mean nothing to a resume: refused rather than ignored (a usage error)
     for extra in (["--out", str(tmp_path / "elsewhere")], ["--overwrite"]):
         proc = cli("train", "--resume", str(mine), *extra, "steps=10")
-        assert proc.returncode == 1 and f"drop {extra[0]}" in _one_line(proc)
+        assert proc.returncode == 2 and f"drop {extra[0]}" in _one_line(proc)
         assert _files(mine) == before and not (tmp_path / "elsewhere").exists()
 
 
@@ -238,14 +238,7 @@ def test_train_averages_after_resuming_from_a_non_evaluation_step_cover_the_whol
 
     part = tmp_path / "part"
     trainer = Trainer(cfg, part)
-    real_save = trainer.save
-
-    def killed_after_25():
-        real_save()
-        if trainer.step == 25:
-            raise KeyboardInterrupt
-
-    trainer.save = killed_after_25
+    kill_after_checkpoint(trainer, 25)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     Trainer(cfg, part, resume=True).fit()
@@ -279,14 +272,7 @@ def test_a_run_given_its_lengths_as_step_counts_resumes(tmp_path):
     Trainer(cfg, tmp_path / "whole").fit()
     part = tmp_path / "part"
     trainer = Trainer(cfg, part)
-    real_save = trainer.save
-
-    def killed_after_15():
-        real_save()
-        if trainer.step == 15:
-            raise KeyboardInterrupt
-
-    trainer.save = killed_after_15
+    kill_after_checkpoint(trainer, 15)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     again = config.load_config(part / "config.yaml", [])  # the run's own config, read back

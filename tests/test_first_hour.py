@@ -1,0 +1,198 @@
+"""What a user meets in the first hour: resuming with the command that started a run, several
+config files, dotted keys in YAML, data that moved, --overwrite, and runs that never checkpointed."""
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from metassl import config
+from metassl.engine import rundir
+from metassl.errors import ConfigError
+from tests.conftest import FAST, kill_after_checkpoint
+
+RUN = FAST + ["steps=10", "eval_every=5", "threads=1"]
+
+
+def _one_error(proc, *words):
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("metassl: training ")]
+    assert len(lines) == 1 and lines[0].startswith("metassl: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_resume_accepts_the_runs_own_values_and_runtime_keys_and_refuses_other_changes(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *RUN, "steps=6", check=True)
+    before = (out / "final.json").read_bytes()
+    # the starting command, with --resume and a longer run: every key equals the run's own
+    proc = cli("train", "--resume", str(out), *RUN, "eval_batch_size=64")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "final.json").read_text())["steps"] == 10
+    changed = cli("train", "--resume", str(out), *RUN, "seed=3")
+    assert changed.returncode == 2
+    _one_error(changed, "seed cannot change when resuming", "seed=0")
+    shorter = cli("train", "--resume", str(out), "steps=4")
+    assert shorter.returncode == 2
+    _one_error(shorter, "already trained 10 steps", "steps=4")
+    assert json.loads((out / "final.json").read_text())["steps"] == 10 and before != (out / "final.json").read_bytes()
+
+
+def test_a_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path):
+    from metassl.engine.trainer import Trainer
+
+    cfg = config.load_config(None, RUN + ["checkpoint_every=5"])
+    trainer = Trainer(cfg, tmp_path)
+    kill_after_checkpoint(trainer, 5)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    shorter = rundir.load_run_config(tmp_path, {"steps": 3})
+    with pytest.raises(ConfigError, match="already at step 5; steps=3"):
+        Trainer(shorter, tmp_path, resume=True)
+
+
+def test_a_relative_data_root_is_saved_absolute_and_a_moved_one_can_be_given(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.3, (30, 4)) for c in range(3)])
+    y = np.repeat(np.arange(3), 30)
+    work = tmp_path / "work"
+    work.mkdir()
+    np.savez(work / "blobs.npz", x=x.astype(np.float32), y=y)
+    args = ["train", "--out", "runs/b", "dataset=npz", "data_root=blobs.npz", "model=mlp", "labels_per_class=5",
+            "val_per_class=5", "steps=6", "eval_every=3", "threads=1"]
+    assert cli(*args, cwd=work).returncode == 0
+    run = work / "runs" / "b"
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data_root"]
+    assert saved == str(work / "blobs.npz")
+    first = json.loads(cli("eval", str(run), check=True).stdout)  # from another directory
+    (tmp_path / "moved").mkdir()
+    os.replace(work / "blobs.npz", tmp_path / "moved" / "blobs.npz")
+    gone = cli("eval", str(run))
+    assert gone.returncode != 0
+    _one_error(gone, "blobs.npz")
+    moved = json.loads(cli("eval", str(run), "--data-root", str(tmp_path / "moved" / "blobs.npz"), check=True).stdout)
+    assert moved["test_error"] == first["test_error"]
+
+
+def test_several_config_files_merge_in_order_and_name_the_file_of_a_bad_value(tmp_path):
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("steps: 30\nmethod: mixup\nmixup: {alpha: 0.2}\nlr: 0.5\n")
+    b.write_text("mixup.alpha: 0.4\nlr: 0.05\n")
+    c.write_text("steps: abc\n")
+    cfg = config.load_config([a, b], ["lr=0.01"])
+    assert (cfg.steps, cfg.method, cfg.method_cfg.alpha, cfg.lr) == (30, "mixup", 0.4, 0.01)
+    with pytest.raises(ConfigError, match=r"^config: .*c\.yaml: steps='abc' is not a valid int"):
+        config.load_config([a, c], [])
+    # the same bad value from the command line is the command line's
+    with pytest.raises(ConfigError, match=r"^config: steps='abc'"):
+        config.load_config([a], ["steps=abc"])
+    b.write_text("method: mixup\nmixup.alpah: 0.4\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: unknown key 'mixup\.alpah'"):
+        config.load_config([b], [])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mixup.alpha: 0.4\nmixup:\n  alpha: 0.3\n", "key mixup.alpha is given twice"),
+    ("mixup: 3\nmixup.alpha: 1\n", "mixup is set to a value"),
+    ("schedule..name: cosine\n", "has an empty part"),
+])
+def test_dotted_yaml_keys_that_collide_are_one_line_errors(tmp_path, text, message):
+    f = tmp_path / "x.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config.load_config(f, [])
+
+
+def test_the_cli_takes_config_more_than_once(cli, tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump({"dataset": "digits", "model": "mlp", "steps": 4, "eval_every": 4, "threads": 1}))
+    b.write_text("method: mixup\nmixup.alpha: 0.4\n")
+    out = tmp_path / "run"
+    cli("train", "--config", str(a), "--config", str(b), "--out", str(out), check=True)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["steps"], saved["method"], saved["mixup"]["alpha"]) == (4, "mixup", 0.4)
+
+
+def test_overwrite_removes_the_old_runs_report_and_keeps_other_files(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *RUN, check=True)
+    for name in rundir.REPORT_FILES:
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("mine")
+    cli("train", "--out", str(out), "--overwrite", *RUN, "steps=4", "eval_every=4", check=True)
+    assert not any((out / name).exists() for name in rundir.REPORT_FILES)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_every_report_file_is_one_overwrite_removes():
+    from metassl.report.build import FILES
+
+    assert set(FILES.values()) | {"report.md", "report.html"} == set(rundir.REPORT_FILES)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_only_offered_overwrite(cli, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(config.dump(config.load_config(None, RUN))))
+    again = cli("train", "--out", str(out), *RUN)
+    assert again.returncode == 2
+    line = _one_error(again, "stopped before its first checkpoint", "--overwrite")
+    assert "--resume" not in line
+    resumed = cli("train", "--resume", str(out))
+    assert resumed.returncode != 0
+    _one_error(resumed, "holds no checkpoint.pt", "--overwrite")
+
+
+def test_small_mistakes_get_a_message_that_names_the_cause(cli, tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,label\n1,2,0\n")
+    proc = cli("train", "dataset=npz", f"data_root={table}", "--out", str(tmp_path / "r1"))
+    _one_error(proc, "is not an .npz file", "zip archive")
+    x = np.full((40, 1, 8, 8), 0.5, np.float32)
+    x[3, 0, 2, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(40) % 2)
+    proc = cli("train", "dataset=npz", f"data_root={tmp_path / 'nan.npz'}", "--out", str(tmp_path / "r2"))
+    _one_error(proc, "1 NaN or infinite values", "(3, 0, 2, 1)")
+    proc = cli("train", "schedule.milestones=[2]", "--out", str(tmp_path / "r3"))
+    assert proc.returncode == 2
+    _one_error(proc, "schedule.milestones=[2] applies only to schedule.name=step")
+    proc = cli("train", "schedule.name=step", "schedule.milestones=[5,2]", "--out", str(tmp_path / "r4"))
+    _one_error(proc, "must be increasing")
+    proc = cli("eval", str(tmp_path / "nowhere"))
+    _one_error(proc, "nowhere does not exist")
+    assert not any((tmp_path / f"r{i}").exists() for i in range(1, 5))
+
+
+def test_weights_that_do_not_fit_name_the_mismatch(cli, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *RUN, "steps=2", "eval_every=2", check=True)
+    state = torch.load(out / "best.pt", weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = torch.zeros(3, 3)
+    torch.save(state, out / "best.pt")
+    proc = cli("eval", str(out))
+    _one_error(proc, "do not fit model 'mlp'", f"size mismatch for {first}")
+
+
+def test_predictions_are_written_with_plain_newlines(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *RUN, "steps=2", "eval_every=2", check=True)
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 1, 8, 8), np.uint8))
+    cli("predict", str(out), str(tmp_path / "x.npz"), "--out", str(tmp_path / "p.csv"), check=True)
+    raw = (tmp_path / "p.csv").read_bytes()
+    assert b"\r" not in raw and raw.count(b"\n") == 4
+
+
+def test_a_table_without_labels_is_not_trained_on_its_last_feature(cli, tmp_path):
+    table = tmp_path / "nolabel.csv"
+    rng = np.random.default_rng(0)
+    rows = "\n".join(",".join(f"{v:.2f}" for v in rng.uniform(0, 5, 4)) for _ in range(40))
+    table.write_text("sl,sw,pl,pw\n" + rows + "\n")
+    proc = cli("train", "dataset=csv", f"data_root={table}", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 1 and not (tmp_path / "r").exists()
+    _one_error(proc, "no header names a 'label' column", "'pw'", "fractional numbers")
