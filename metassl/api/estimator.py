@@ -248,13 +248,21 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[proba.argmax(axis=1)]
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a run directory that `load`, `metassl predict` and `metassl export` read."""
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write a run directory that `load`, `metassl predict` and `metassl export` read. A
+        directory that holds another run is refused unless ``overwrite``, which removes that run's
+        files first (other files there are kept)."""
         self._check_fitted()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         if self.run_dir_ is not None and path.resolve() == Path(self.run_dir_).resolve():
             return path
+        if path.exists() and not path.is_dir():
+            raise ParamError(f"save: {path} exists and is not a directory")
+        if rundir.holds_run(path):
+            if not overwrite:
+                raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
+            rundir.clear_run(path)
+        path.mkdir(parents=True, exist_ok=True)
         rundir.write_config(path, self.cfg_)
         state = {k: v.cpu() for k, v in self.model_.model.state_dict().items()}
         ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step_, "model": state},

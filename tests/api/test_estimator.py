@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metassl import SSLClassifier
+from metassl.api.estimator import ParamError
 from metassl.api.export import export_run
 from metassl.api.predict import predict_to_csv
 from metassl.data.arrays import from_arrays
@@ -78,6 +79,15 @@ def test_vectors_of_any_scale_fit_save_load_and_export(tmp_path):
     assert clf.cfg_.model == "mlp" and clf.cfg_.augment.translate == 0 and clf.cfg_.augment.flip == "off"
     assert clf.score(xt, yt + 5) > 0.9 and list(clf.classes_) == [5, 6]
     saved = clf.save(tmp_path / "vec")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ParamError, match="afile exists and is not a directory"):
+        clf.save(tmp_path / "afile")
+    before = (saved / "best.pt").read_bytes()
+    with pytest.raises(ParamError, match="already holds a run; pass overwrite=True"):
+        clf.save(saved)
+    assert (saved / "best.pt").read_bytes() == before
+    (saved / "metrics.jsonl").write_text("{}\n")  # a file of the run the new one replaces
+    assert clf.save(saved, overwrite=True) == saved and not (saved / "metrics.jsonl").exists()
     from metassl.engine.rundir import evaluate_run
     from metassl.errors import CheckpointError
     with pytest.raises(CheckpointError, match=r"vec was trained from arrays in Python .*SSLClassifier.score"):
