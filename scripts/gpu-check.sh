@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The GPU check: the tests marked `cuda`, then `bench speed` on cnn3 and WRN-28-2 at 3x32x32 in
 # bf16 and NHWC, eager and compiled, with images/s and the ratio of each variant to its eager
-# row ("x plain"). Built to finish within 8 minutes on one GPU: each part runs under a timeout,
+# row ("x plain"), and a profile of 3 more steps of each row (profile.md: GPU time by operator
+# family). Built to finish within 8 minutes on one GPU: each part runs under a timeout,
 # so a slow compile cuts that part short instead of the whole check (170 + 130 + 150 s at most).
 #
 #   scripts/gpu-check.sh [OUT]        # OUT: results folder (default $OUT, else runs/gpu-check)
 #   PYTHON=/path/to/python scripts/gpu-check.sh
 #
 # Needs a Python with a CUDA build of torch (and Triton, for compile=on) and metassl's
-# dependencies; it runs metassl from this checkout. Results: OUT/tests.txt, OUT/<model>/speed.md
-# and speed.json, OUT/machine.txt.
+# dependencies; it runs metassl from this checkout. Results: OUT/tests.txt, OUT/<model>/speed.md,
+# speed.json and profile.md, OUT/machine.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-runs/gpu-check}}
@@ -37,8 +38,9 @@ for spec in "cnn3 130" "wrn28_2 150"; do
     read -r model limit <<<"$spec"
     echo "== bench speed $model" >&2
     timeout "$limit" "$PY" -m metassl.cli bench speed --out "$OUT/$model" --model "$model" --device cuda \
-        --layout nhwc --channels 3 --image-size 32 --batch-size 64 --rounds 20 --methods "${METHODS[@]}" \
+        --layout nhwc --channels 3 --image-size 32 --batch-size 64 --rounds 20 --profile 3 --methods "${METHODS[@]}" \
         >/dev/null || { echo "gpu-check: bench speed $model did not finish within ${limit}s" >&2; status=1; }
     [ -f "$OUT/$model/speed.md" ] && cat "$OUT/$model/speed.md"
+    [ -f "$OUT/$model/profile.md" ] && head -n 16 "$OUT/$model/profile.md"
 done
 exit $status

@@ -238,9 +238,6 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
             if dev.type == "cuda" and r == 0:
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
         data_times.append(bench.data_step())
-    profiles = {name: profile.profile_steps(lambda step, name=name: bench.step(instances[name], step),
-                                            warmup + rounds, profile_steps, dev)
-                for name in names} if profile_steps else {}
     if dev.type != "cuda":
         peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last, shape) for name in names}
     median_ms = {name: statistics.median(times[name]) * 1000 for name in names}
@@ -270,7 +267,9 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
     (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "speed.md").write_text(to_markdown(rows, meta))
-    if profiles:
+    if profile_steps:  # after the timings are on disk, so that a profile cut short loses nothing else
+        profiles = {name: profile.profile_steps(lambda step, name=name: bench.step(instances[name], step),
+                                                warmup + rounds, profile_steps, dev) for name in names}
         (out / "profile.json").write_text(json.dumps(profiles, indent=2) + "\n")
         (out / "profile.md").write_text(profile.to_markdown(profiles))
     return rows
