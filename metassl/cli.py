@@ -267,13 +267,21 @@ def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def _subparser(p: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of ``command`` (``train``, ``bench``, ...), whose usage line an error should show."""
+    for action in p._subparsers._group_actions if p._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     # key=value overrides may follow options (argparse alone only takes them before the first one).
     args, extra = p.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
-            p.error(f"unrecognized arguments: {' '.join(extra)}")
+            _subparser(p, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
     try:
         code = args.func(args)

@@ -196,3 +196,9 @@ def test_a_table_without_labels_is_not_trained_on_its_last_feature(cli, tmp_path
     proc = cli("train", "dataset=csv", f"data_root={table}", "--out", str(tmp_path / "r"))
     assert proc.returncode == 1 and not (tmp_path / "r").exists()
     _one_error(proc, "no header names a 'label' column", "'pw'", "fractional numbers")
+
+
+def test_a_misspelt_option_shows_the_usage_of_its_command(cli):
+    proc = cli("train", "--outt", "x")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: metassl train") and "unrecognized arguments: --outt" in proc.stderr
