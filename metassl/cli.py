@@ -34,8 +34,7 @@ def cmd_train(args) -> int:
             if final.exists():
                 done = json.loads(final.read_text())
                 if done.get("steps", 0) > cfg.steps:
-                    raise ConfigError(f"train: {path} has already trained {done['steps']} steps; "
-                                      f"steps={cfg.steps} would shorten it (give steps >= {done['steps']})")
+                    raise rundir.shorter_run(path, done["steps"], cfg.steps)
                 if done.get("steps", 0) == cfg.steps:
                     print(json.dumps(done, indent=2))
                     print(f"metassl: {path} had already finished its {cfg.steps} steps", file=sys.stderr)

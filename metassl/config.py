@@ -454,7 +454,6 @@ def resolve(raw: dict) -> TrainConfig:
         cfg.method_cfg = built
     if cfg.method_cfg is None:
         cfg.method_cfg = method_cls.Config()
-    _check_schedule(cfg.schedule)
     plugin = getattr(cfg.method_cfg, "meta_gradient", False)
     if cfg.amp == "fp16" and (method_cls.meta_gradient or plugin):
         what = f"{cfg.method}.meta_gradient=true" if plugin else f"method={cfg.method}"
@@ -488,7 +487,9 @@ def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainC
     for _, tree in trees:
         raw = merge(raw, tree)
     try:
-        return resolve(merge(raw, extra))
+        cfg = resolve(merge(raw, extra))
+        _check_schedule(cfg.schedule)  # new configs only: a saved run's stays readable
+        return cfg
     except ConfigError as exc:
         key = getattr(exc, "key", None)
         source = next((p for p, tree in reversed(trees) if _holds(tree, key)), None) if key else None

@@ -9,7 +9,7 @@ import yaml
 
 from metassl import config
 from metassl.engine import rundir
-from metassl.errors import ConfigError
+from metassl.errors import ConfigError, DataError
 from tests.conftest import FAST, kill_after_checkpoint
 
 RUN = FAST + ["steps=10", "eval_every=5", "threads=1"]
@@ -35,6 +35,9 @@ def test_resume_accepts_the_runs_own_values_and_runtime_keys_and_refuses_other_c
     changed = cli("train", "--resume", str(out), *RUN, "seed=3")
     assert changed.returncode == 2
     _one_error(changed, "seed cannot change when resuming", "seed=0")
+    # a change the run's config cannot even take is named as the key that cannot change
+    other = cli("train", "--resume", str(out), "method=mixup")
+    _one_error(other, "method cannot change when resuming", "method='supervised'")
     shorter = cli("train", "--resume", str(out), "steps=4")
     assert shorter.returncode == 2
     _one_error(shorter, "already trained 10 steps", "steps=4")
@@ -50,7 +53,7 @@ def test_a_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     shorter = rundir.load_run_config(tmp_path, {"steps": 3})
-    with pytest.raises(ConfigError, match="already at step 5; steps=3"):
+    with pytest.raises(ConfigError, match="already trained 5 steps; steps=3"):
         Trainer(shorter, tmp_path, resume=True)
 
 
@@ -125,6 +128,12 @@ def test_overwrite_removes_the_old_runs_report_and_keeps_other_files(cli, tmp_pa
     cli("train", "--out", str(out), "--overwrite", *RUN, "steps=4", "eval_every=4", check=True)
     assert not any((out / name).exists() for name in rundir.REPORT_FILES)
     assert (out / "notes.txt").read_text() == "mine"
+    # a directory holding no run (a suite's, with its report) keeps its report
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "report.md").write_text("the suite's")
+    cli("train", "--out", str(suite), "--overwrite", *RUN, "steps=2", "eval_every=2", check=True)
+    assert (suite / "report.md").read_text() == "the suite's"
 
 
 def test_every_report_file_is_one_overwrite_removes():
@@ -202,3 +211,18 @@ def test_a_misspelt_option_shows_the_usage_of_its_command(cli):
     proc = cli("train", "--outt", "x")
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: metassl train") and "unrecognized arguments: --outt" in proc.stderr
+
+
+def test_a_column_named_label_holds_class_names_whatever_they_look_like(tmp_path):
+    from metassl.data.csvfile import load_csv
+
+    rng = np.random.default_rng(0)
+    lines = [f"{rng.normal():.3f},{rng.normal():.3f},{['0.5', '1.5', 'inf'][i % 3]}" for i in range(60)]
+    named = tmp_path / "named.csv"
+    named.write_text("a,b,label\n" + "\n".join(lines) + "\n")
+    data = load_csv(named)
+    assert sorted(data.classes) == ["0.5", "1.5", "inf"]
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("a,b,c\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="column 'c', which holds fractional numbers such as"):
+        load_csv(unnamed)

@@ -88,5 +88,6 @@ def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = (
     if target.parent == run.resolve() and (target.name in rundir.RUN_FILES or target.name == rundir.LOCK_FILE):
         raise ConfigError(f"{command}: --out {out} is the run's own {target.name}; give another file name")
     for path in inputs:
-        if path.exists() and target == path.resolve():
+        inside = path.is_dir() and target.is_relative_to(path.resolve()) and target.suffix.lower() != ".csv"
+        if path.exists() and (target == path.resolve() or inside and target.exists()):
             raise ConfigError(f"{command}: --out {out} is one of the inputs; write it elsewhere")

@@ -16,6 +16,7 @@ from metassl.api.inference import check_output_file, load_run
 from metassl.data.arrays import as_images
 from metassl.data.csvfile import read_table_vectors
 from metassl.data.images import images_under, read_image, to_array
+from metassl.data.npz import not_npz
 from metassl.data.vectors import check_vectors
 from metassl.engine.setup import pick_device
 from metassl.errors import ConfigError, DataError
@@ -58,8 +59,7 @@ class _Reader:
                 x = archive[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError) as exc:
             if path.is_file() and not zipfile.is_zipfile(path):
-                raise DataError(f"data: {path} is not an .npz file (an .npz is a zip archive of arrays, "
-                                "as numpy.savez writes it)") from None
+                raise not_npz(path) from None
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"data: {path} is not a readable .npz file ({reason})") from None
         if self.vectors is not None:

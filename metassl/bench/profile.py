@@ -1,10 +1,9 @@
 """``metassl bench speed --profile N``: where each row's step spends its time.
 
 Each row takes ``N`` more steps under ``torch.profiler`` after its timed ones. The operators'
-self time (time in the operator itself, not in the operators it calls) per step is summed into
+self time (on CUDA, the GPU time of the kernels each operator launched) (time in the operator itself, not in the operators it calls) per step is summed into
 families, so that a row's table says how much of the step is convolution kernels, BatchNorm,
-pooling, matrix products and the rest (elementwise ops, reductions, copies, the optimizer and
-Python overhead), and lists its most expensive operators. A layer written as plain tensor ops
+pooling, matrix products and the rest (elementwise ops, reductions, copies, the optimizer), and lists its most expensive operators. A layer written as plain tensor ops
 counts where those ops do: the maxima and winner tests of cnn3's ``max_pool2x2`` under "other",
 its backward (the native kernel) under "pooling". ``profile.json`` holds the numbers,
 ``profile.md`` the tables.
@@ -15,6 +14,7 @@ import re
 from collections.abc import Callable
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 # Operator families, first match wins; names are the profiler's (``aten::convolution_backward``).
@@ -46,6 +46,8 @@ def profile_steps(step: Callable[[int], object], first: int, steps: int, device:
     cuda = device.type == "cuda"
     ops = []
     for e in events:
+        if cuda and e.device_type != DeviceType.CPU:
+            continue  # a kernel's time is also its launching operator's: count it there, once
         us = e.self_device_time_total if cuda else e.self_cpu_time_total
         if us > 0:
             ops.append({"op": e.key, "self_ms_per_step": us / 1000 / steps, "calls_per_step": e.count / steps})

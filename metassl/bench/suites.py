@@ -364,7 +364,8 @@ def _differences(rows: list[dict]) -> str:
     runs differ (a suite filled in parts with other overrides), or ''."""
     configs = [r.get("config") or {} for r in rows]
     varied = {k for r in rows for k in r["overrides"]} | {"seed"}
-    shared = set.intersection(*(set(c) for c in configs)) - varied if configs else set()
+    # data_root is where each machine keeps the data, not a setting of the experiment
+    shared = set.intersection(*(set(c) for c in configs)) - varied - {"data_root"} if configs else set()
     parts = []
     for key in sorted(shared):
         values = sorted({json.dumps(c[key]) for c in configs})

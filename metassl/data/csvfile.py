@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Container, Optional, Sequence
 
@@ -191,16 +192,16 @@ def _table_rows(path: Path, text: str, header: Optional[list[str]], label_col: O
 def _check_label_column(path: Path, rows: list, header: Optional[list[str]], label_col: int) -> None:
     """Refuse a label column of fractional numbers: a table without labels whose last feature was
     taken for them."""
-    fractional = next((label for _, _, label, _ in rows
-                       if label and _is_number(label) and float(label) != round(float(label))), None)
+    if header is not None and "label" in [h.lower() for h in header]:
+        return  # named by the user: its values are class names, whatever they look like
+    fractional = next((label for _, _, label, _ in rows if label and _is_number(label)
+                       and math.isfinite(float(label)) and not float(label).is_integer()), None)
     if fractional is None:
         return
     column = f"{header[label_col]!r}" if header else f"{label_col + 1} (the last)"
-    named = header is not None and "label" in [h.lower() for h in header]
-    how = "the column named 'label'" if named else "the last column, as no header names a 'label' column"
-    raise DataError(f"data: {path}: the labels are read from {how}: column {column}, which holds "
-                    f"fractional numbers such as {fractional}; a class is a name or a whole number "
-                    "(add a 'label' column, or leave its cells empty for unlabeled rows)")
+    raise DataError(f"data: {path}: the labels are read from the last column, as no header names a "
+                    f"'label' column: column {column}, which holds fractional numbers such as {fractional}; "
+                    "add a 'label' column (its cells empty for unlabeled rows)")
 
 
 def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: int,

@@ -20,6 +20,11 @@ from metassl.data.images import _first_line
 from metassl.data.vectors import check_vectors, from_vectors
 from metassl.errors import DataError
 
+def not_npz(path: Path) -> DataError:
+    return DataError(f"data: {path} is not an .npz file (an .npz is a zip archive of arrays, as "
+                     "numpy.savez writes it)")
+
+
 def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
     try:
         archive = np.load(path, allow_pickle=False)
@@ -27,8 +32,7 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
         raise DataError(f"data: cannot read {path}: {exc.strerror or _first_line(exc)}") from None
     except (ValueError, zipfile.BadZipFile, EOFError) as exc:
         if not zipfile.is_zipfile(path):
-            raise DataError(f"data: {path} is not an .npz file (an .npz is a zip archive of arrays, "
-                            "as numpy.savez writes it)") from None
+            raise not_npz(path) from None
         raise DataError(f"data: {path} is not a readable .npz file ({_first_line(exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data: {path} holds a single array; expected an .npz archive with x and y")

@@ -25,7 +25,8 @@ RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.jso
 # data now lies. Any other key given on resume must equal the run's own value.
 RESUMABLE_KEYS = {"steps", "device", "eval_every", "log_every", "checkpoint_every", "tensorboard", "compile",
                   "threads", "eval_batch_size", "data_root"}
-# Config keys that may differ between a checkpoint and the run resuming it (they change no result).
+# Config keys that may differ between a checkpoint and the run resuming it: the resumable ones
+# (the split digest, checked apart, ties the run to its data wherever the data now lies).
 NOT_IDENTITY_KEYS = RESUMABLE_KEYS
 LOCK_FILE = ".lock"
 # What ``metassl report`` writes into a run directory (metassl.report.build).
@@ -194,15 +195,34 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"run: {path} holds no config.yaml; is it a metassl run directory?")
     raw = config_mod.load_yaml(path / "config.yaml")
+    run = config_mod.flatten(config_mod.dump(config_mod.resolve(raw)))
     if not overrides:
         return config_mod.resolve(raw)
-    run, asked = (config_mod.flatten(config_mod.dump(config_mod.resolve(tree)))
-                  for tree in (raw, config_mod.merge(raw, overrides)))
+    try:
+        asked = config_mod.flatten(config_mod.dump(config_mod.resolve(config_mod.merge(raw, overrides))))
+    except ConfigError:
+        # A change the run's config cannot take (another method, a second length): name the key
+        # the resume may not change, if that is what it is.
+        given = config_mod.flatten(overrides)
+        for key, value in given.items():
+            if key.split(".")[0] not in RESUMABLE_KEYS and str(value) != str(run.get(key)):
+                _cannot_change(key, run)
+        raise
     for key in asked:
         if asked[key] != run.get(key) and key.split(".")[0] not in RESUMABLE_KEYS:
-            raise ConfigError(f"config: {key} cannot change when resuming (the run has "
-                              f"{key}={run.get(key)!r}); only {', '.join(sorted(RESUMABLE_KEYS))} can")
+            _cannot_change(key, run)
     return config_mod.anchored(config_mod.resolve(config_mod.merge(raw, overrides)))
+
+
+def shorter_run(path: Path, reached: int, steps: int) -> ConfigError:
+    return ConfigError(f"train: {path} has already trained {reached} steps; steps={steps} would shorten it "
+                       f"(give steps >= {reached})")
+
+
+def _cannot_change(key: str, run: dict) -> None:
+    had = f"{key}={run[key]!r}" if key in run else f"no {key}"
+    raise ConfigError(f"config: {key} cannot change when resuming (the run has {had}); only "
+                      f"{', '.join(sorted(RESUMABLE_KEYS))} can")
 
 
 def load_run(path: Path, weights: str = "selected", device: str | None = None,

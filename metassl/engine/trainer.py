@@ -119,7 +119,7 @@ class Trainer:
         the model built and (resuming) the checkpoint restored: a run that fails to start leaves
         the directory as it found it."""
         run_dir = self.run_dir
-        if overwrite:
+        if overwrite and rundir.holds_run(run_dir):
             rundir.clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, self.cfg)
@@ -254,11 +254,10 @@ class Trainer:
                 stream.load_state_dict(state["streams"][name])
             ckpt.set_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"checkpoint: {path} does not match this run's config: {first}") from None
+            raise CheckpointError(f"checkpoint: {path} does not match this run's config: "
+                                  f"{rundir.state_dict_mismatch(exc)}") from None
         if state["step"] > self.cfg.steps:
-            raise ConfigError(f"train: {self.run_dir} is already at step {state['step']}; steps={self.cfg.steps} "
-                              f"would shorten it (give steps >= {state['step']})")
+            raise rundir.shorter_run(self.run_dir, state["step"], self.cfg.steps)
         self.step, self.best, self.last_eval = state["step"], state["best"], state["last_eval"]
         c = state["counters"]
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]

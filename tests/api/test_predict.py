@@ -131,6 +131,9 @@ def test_an_out_that_would_destroy_an_input_or_the_run_is_refused(cli, photos, p
             proc = cli(*command, "--out", out)
             assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
             assert len(proc.stderr.strip().splitlines()) == 1
+    # an image inside an input folder is an input too
+    proc = cli("predict", str(photo_run), str(photos / "labeled"), "--out", str(image))
+    assert proc.returncode == 2 and "one of the inputs" in proc.stderr
     assert image.read_bytes() == before and (photo_run / "config.yaml").read_bytes() == config_before
     ok = cli("predict", str(photo_run), str(image), "--out", str(photo_run / "preds.csv"))
     assert ok.returncode == 0 and len(read_rows(photo_run / "preds.csv")) == 2
