@@ -418,6 +418,8 @@ def _nest(tree: dict, path: Path) -> dict:
                 raise ConfigError(f"config: {path}: {'.'.join(parts[:i + 1])} is set to a value, so "
                                   f"{'.'.join(parts)} cannot be set in it")
         if parts[-1] in node:
+            if value == {} and isinstance(node[parts[-1]], dict):
+                continue  # an empty section beside keys set in it adds nothing
             raise ConfigError(f"config: {path}: key {'.'.join(parts)} is given twice")
         node[parts[-1]] = value
     return out

@@ -109,6 +109,14 @@ def test_dotted_yaml_keys_that_collide_are_one_line_errors(tmp_path, text, messa
         config.load_config(f, [])
 
 
+@pytest.mark.parametrize("text", ["method: mixup\nmixup.alpha: 0.3\nmixup: {}\n",
+                                  "method: mixup\nmixup: {}\nmixup.alpha: 0.3\n"])
+def test_an_empty_section_beside_dotted_keys_in_it_is_no_collision(tmp_path, text):
+    f = tmp_path / "x.yaml"
+    f.write_text(text)
+    assert config.load_config(f, []).method_cfg.alpha == 0.3
+
+
 def test_the_cli_takes_config_more_than_once(cli, tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(yaml.safe_dump({"dataset": "digits", "model": "mlp", "steps": 4, "eval_every": 4, "threads": 1}))

@@ -258,11 +258,16 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             return path
         if path.exists() and not path.is_dir():
             raise ParamError(f"save: {path} exists and is not a directory")
-        if rundir.holds_run(path):
-            if not overwrite:
-                raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
-            rundir.clear_run(path)
+        if rundir.holds_run(path) and not overwrite:
+            raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
         path.mkdir(parents=True, exist_ok=True)
+        with rundir.lock_run(path):  # not while a training run or another save holds the directory
+            if rundir.holds_run(path):
+                rundir.clear_run(path)
+            self._write(path)
+        return path
+
+    def _write(self, path: Path) -> None:
         rundir.write_config(path, self.cfg_)
         state = {k: v.cpu() for k, v in self.model_.model.state_dict().items()}
         ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step_, "model": state},
@@ -270,7 +275,6 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         write_data_info(path, self.info_)
         if self.final_ is not None:
             (path / "final.json").write_text(json.dumps(self.final_, indent=2) + "\n")
-        return path
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "SSLClassifier":
