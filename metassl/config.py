@@ -8,6 +8,7 @@ validated against that method's own ``Config`` dataclass.
 from __future__ import annotations
 
 import dataclasses
+import os
 import math
 import types
 import typing
@@ -433,6 +434,8 @@ def _check_schedule(s: ScheduleConfig) -> None:
                               f"not {s.name}; drop it or set schedule.name=step")
         if any(b <= a for a, b in zip(points, points[1:])):
             raise ConfigError(f"config: schedule.{key}={points} must be increasing")
+    if any(not 0.0 <= f <= 1.0 for f in s.milestones_fraction):
+        raise ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie in [0, 1]")
 
 
 def resolve(raw: dict) -> TrainConfig:
@@ -475,7 +478,7 @@ def anchored(cfg: TrainConfig) -> TrainConfig:
     the run's saved config finds its data from wherever it is later evaluated or resumed."""
     if cfg.data_root is None:
         return cfg
-    root = str(Path(cfg.data_root).expanduser().absolute())
+    root = os.path.abspath(Path(cfg.data_root).expanduser())
     return cfg if root == cfg.data_root else dataclasses.replace(cfg, data_root=root)
 
 

@@ -2,6 +2,7 @@
 config files, dotted keys in YAML, data that moved, --overwrite, and runs that never checkpointed."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ def test_resume_accepts_the_runs_own_values_and_runtime_keys_and_refuses_other_c
     # a change the run's config cannot even take is named as the key that cannot change
     other = cli("train", "--resume", str(out), "method=mixup")
     _one_error(other, "method cannot change when resuming", "method='supervised'")
+    # the override's own fault is reported as for a new run
+    _one_error(cli("train", "--resume", str(out), "nosuch=1"), "unknown key 'nosuch'")
+    _one_error(cli("train", "--resume", str(out), "lr=abc"), "lr='abc' is not a valid float")
     shorter = cli("train", "--resume", str(out), "steps=4")
     assert shorter.returncode == 2
     _one_error(shorter, "already trained 10 steps", "steps=4")
@@ -64,12 +68,14 @@ def test_a_relative_data_root_is_saved_absolute_and_a_moved_one_can_be_given(cli
     work = tmp_path / "work"
     work.mkdir()
     np.savez(work / "blobs.npz", x=x.astype(np.float32), y=y)
-    args = ["train", "--out", "runs/b", "dataset=npz", "data_root=blobs.npz", "model=mlp", "labels_per_class=5",
+    args = ["train", "--out", "runs/b", "dataset=npz", "data_root=../work/blobs.npz", "model=mlp", "labels_per_class=5",
             "val_per_class=5", "steps=6", "eval_every=3", "threads=1"]
-    assert cli(*args, cwd=work).returncode == 0
+    proc = cli(*args, cwd=work)
+    assert proc.returncode == 0, proc.stderr
     run = work / "runs" / "b"
     saved = yaml.safe_load((run / "config.yaml").read_text())["data_root"]
-    assert saved == str(work / "blobs.npz")
+    assert Path(saved).is_absolute() and ".." not in Path(saved).parts
+    assert Path(saved).resolve() == (work / "blobs.npz").resolve()
     first = json.loads(cli("eval", str(run), check=True).stdout)  # from another directory
     (tmp_path / "moved").mkdir()
     os.replace(work / "blobs.npz", tmp_path / "moved" / "blobs.npz")
@@ -178,6 +184,8 @@ def test_small_mistakes_get_a_message_that_names_the_cause(cli, tmp_path):
     _one_error(proc, "schedule.milestones=[2] applies only to schedule.name=step")
     proc = cli("train", "schedule.name=step", "schedule.milestones=[5,2]", "--out", str(tmp_path / "r4"))
     _one_error(proc, "must be increasing")
+    proc = cli("train", "schedule.name=step", "schedule.milestones_fraction=[0.5,1.5]", "--out", str(tmp_path / "r4"))
+    _one_error(proc, "each must lie in [0, 1]")
     proc = cli("eval", str(tmp_path / "nowhere"))
     _one_error(proc, "nowhere does not exist")
     assert not any((tmp_path / f"r{i}").exists() for i in range(1, 5))
@@ -234,3 +242,34 @@ def test_a_column_named_label_holds_class_names_whatever_they_look_like(tmp_path
     unnamed.write_text("a,b,c\n" + "\n".join(lines) + "\n")
     with pytest.raises(DataError, match="column 'c', which holds fractional numbers such as"):
         load_csv(unnamed)
+
+
+def test_data_that_is_not_the_runs_is_refused_before_anything_is_written(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((90, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    test = {"x_test": x[:9], "y_test": y[::10]}  # a test split of its own: no hold-out note on stderr
+    np.savez(tmp_path / "d.npz", x=x, y=y, **test)
+    np.savez(tmp_path / "reversed.npz", x=x[::-1], y=y[::-1], **test)
+    unlabeled = y.copy()
+    unlabeled[::2] = -1
+    np.savez(tmp_path / "unlabeled.npz", x=x, y=unlabeled, **test)
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), "dataset=npz", f"data_root={tmp_path / 'd.npz'}", "model=mlp",
+        "labels_per_class=5", "val_per_class=5", "steps=4", "eval_every=2", "threads=1", check=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    for other, words in (("reversed.npz", "have other labels in it"), ("unlabeled.npz", "have no label in it")):
+        proc = cli("train", "--resume", str(out), "steps=8", f"data_root={tmp_path / other}")
+        _one_error(proc, "does not match", words)
+        _one_error(cli("eval", str(out), "--data-root", str(tmp_path / other)), "does not match")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+def test_a_loaded_classifier_saved_back_where_it_came_from_changes_nothing(cli, tmp_path):
+    from metassl import SSLClassifier
+
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), *RUN, "steps=2", "eval_every=2", check=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    SSLClassifier.load(out).save(out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before

@@ -254,7 +254,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         files first (other files there are kept)."""
         self._check_fitted()
         path = Path(path)
-        if self.run_dir_ is not None and path.resolve() == Path(self.run_dir_).resolve():
+        source = self.run_dir_ if self.run_dir_ is not None else getattr(self, "_loaded_from", None)
+        if source is not None and path.resolve() == Path(source).resolve():
             return path
         if path.exists() and not path.is_dir():
             raise ParamError(f"save: {path} exists and is not a directory")
@@ -287,6 +288,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         final = path / "final.json"
         est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)
         est.run_dir_ = None
+        est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
         return est
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from metassl.config import TrainConfig
+from metassl.data.images import IMAGE_SUFFIXES
 from metassl.data.runinfo import load_data_info
 from metassl.data.vectors import VectorEncoder  # noqa: F401  (part of this module's API)
 from metassl.engine import checkpoint as ckpt
@@ -84,10 +85,12 @@ def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = (
     if out.name in ("", ".", "..") or out.is_dir():
         raise ConfigError(f"{command}: --out {out} is a directory, not a file name; "
                           "give the file to write")
-    target = out.resolve()
-    if target.parent == run.resolve() and (target.name in rundir.RUN_FILES or target.name == rundir.LOCK_FILE):
-        raise ConfigError(f"{command}: --out {out} is the run's own {target.name}; give another file name")
+    target, home = out.resolve(), run.resolve()
+    own = rundir.RUN_FILES + rundir.REPORT_FILES + (rundir.LOCK_FILE,)
+    if target.parent == home and target.name in own or target.is_relative_to(home / "tensorboard"):
+        raise ConfigError(f"{command}: --out {out} is one of the run's own files; give another file name")
     for path in inputs:
-        inside = path.is_dir() and target.is_relative_to(path.resolve()) and target.suffix.lower() != ".csv"
-        if path.exists() and (target == path.resolve() or inside and target.exists()):
+        # an image file inside an input folder is (or would become) an input
+        inside = path.is_dir() and target.is_relative_to(path.resolve()) and target.suffix.lower() in IMAGE_SUFFIXES
+        if path.exists() and (target == path.resolve() or inside):
             raise ConfigError(f"{command}: --out {out} is one of the inputs; write it elsewhere")

@@ -1,6 +1,7 @@
 """Class-balanced labeled / validation / unlabeled splits of a training set, fixed by a seed."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,15 @@ def save_split(split: Split, path: Path, **info) -> None:
     path.write_text(json.dumps(split.to_json(**info)))
 
 
-def load_split(path: Path, n_train: int) -> Split:
+def labels_digest(split: Split, y: torch.Tensor) -> str:
+    """A digest of the labels at the split's labeled and validation indices: what ties a split to
+    the data it was drawn from."""
+    return hashlib.sha256(torch.cat([y[split.labeled], y[split.val]]).cpu().numpy().astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def load_split(path: Path, n_train: int, y: torch.Tensor | None = None) -> Split:
+    """The split saved in ``path``; with the training labels ``y``, checked against them (the
+    split's labeled and validation examples must have the labels they were drawn with)."""
     try:
         data = json.loads(path.read_text())
         parts = [torch.tensor(data[k], dtype=torch.long) for k in ("labeled", "val", "unlabeled")]
@@ -72,4 +81,12 @@ def load_split(path: Path, n_train: int) -> Split:
     for part in parts:
         if len(part) and (part.min() < 0 or part.max() >= n_train):
             raise DataError(f"split: {path} names indices outside the training set of {n_train}")
-    return Split(*parts)
+    split = Split(*parts)
+    if y is not None:
+        unlabeled = int((torch.cat([y[split.labeled], y[split.val]]) < 0).sum())
+        if unlabeled or data.get("labels_digest", labels_digest(split, y)) != labels_digest(split, y):
+            what = (f"{unlabeled} of the run's labeled and validation examples have no label in it"
+                    if unlabeled else "the run's labeled and validation examples have other labels in it")
+            raise DataError(f"split: the data read now does not match {path}: {what}; it is not the "
+                            "run's data, or not in the same order")
+    return split

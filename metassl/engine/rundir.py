@@ -201,8 +201,10 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     try:
         asked = config_mod.flatten(config_mod.dump(config_mod.resolve(config_mod.merge(raw, overrides))))
     except ConfigError:
-        # A change the run's config cannot take (another method, a second length): name the key
-        # the resume may not change, if that is what it is.
+        # The overrides' own fault (an unknown key, a bad value) is reported as for a new run;
+        # else a change the run's config cannot take (another method, a second length): name the
+        # key that a resume may not change.
+        config_mod.resolve(config_mod.merge({"method": run["method"]}, overrides))
         given = config_mod.flatten(overrides)
         for key, value in given.items():
             if key.split(".")[0] not in RESUMABLE_KEYS and str(value) != str(run.get(key)):

@@ -15,7 +15,7 @@ from metassl.config import TrainConfig
 from metassl.data.arrays import ArrayDataset
 from metassl.data.augment import Augmenter
 from metassl.data.sources import dataset_options, load_dataset
-from metassl.data.splits import Split, load_split, make_split, save_split
+from metassl.data.splits import Split, labels_digest, load_split, make_split, save_split
 from metassl.errors import ConfigError
 from metassl.models import create_model
 
@@ -71,9 +71,10 @@ def use_channels_last(setting: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
-def write_split(cfg: TrainConfig, split: Split, run_dir: Path) -> None:
+def write_split(cfg: TrainConfig, split: Split, run_dir: Path, y: torch.Tensor) -> None:
     save_split(split, run_dir / "split.json", dataset=cfg.dataset, seed=cfg.seed,
-               labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class)
+               labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class,
+               labels_digest=labels_digest(split, y))
 
 
 def translation(setting: Optional[int], hw: tuple[int, int]) -> int:
@@ -89,11 +90,11 @@ def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
         data = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
     split_path = run_dir / "split.json" if run_dir is not None else None
     if reuse_split and split_path is not None and split_path.exists():
-        split = load_split(split_path, len(data.y_train))
+        split = load_split(split_path, len(data.y_train), data.y_train)
     else:
         split = make_split(data.y_train, data.classes, cfg.labels_per_class, cfg.val_per_class, cfg.seed)
         if split_path is not None:
-            write_split(cfg, split, run_dir)
+            write_split(cfg, split, run_dir, data.y_train)
     channels_last = use_channels_last(cfg.channels_last, device) and data.x_train.dim() == 4
     model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_hw).to(device)
     if channels_last:

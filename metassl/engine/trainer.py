@@ -126,7 +126,7 @@ class Trainer:
         if resume:
             rundir.drop_rows_after(run_dir, self.step)
         else:
-            write_split(self.cfg, self.s.split, run_dir)
+            write_split(self.cfg, self.s.split, run_dir, self.s.data.y_train)
         # Predicting and exporting read new inputs the way this data was read.
         save_data_info(run_dir, self.s.data)
 

@@ -123,7 +123,8 @@ def test_an_out_that_would_destroy_an_input_or_the_run_is_refused(cli, photos, p
     image = next(iter(images_under(photos / "labeled")))
     before = image.read_bytes()
     config_before = (photo_run / "config.yaml").read_bytes()
-    for out, words in [(str(image), "one of the inputs"), (str(photo_run / "config.yaml"), "run's own config.yaml"),
+    for out, words in [(str(image), "one of the inputs"), (str(photo_run / "config.yaml"), "one of the run's own files"),
+                       (str(photo_run / "report.md"), "one of the run's own files"),
                        (str(tmp_path), "is a directory"), ("", "is a directory")]:
         for command in (["predict", str(photo_run), str(image)], ["export", str(photo_run), "--format", "torchscript"]):
             if command[0] == "export" and words == "one of the inputs":
@@ -131,9 +132,11 @@ def test_an_out_that_would_destroy_an_input_or_the_run_is_refused(cli, photos, p
             proc = cli(*command, "--out", out)
             assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
             assert len(proc.stderr.strip().splitlines()) == 1
-    # an image inside an input folder is an input too
-    proc = cli("predict", str(photo_run), str(photos / "labeled"), "--out", str(image))
-    assert proc.returncode == 2 and "one of the inputs" in proc.stderr
+    # an image inside an input folder is an input too, or would become one
+    for out in (image, image.parent / "new.png"):
+        proc = cli("predict", str(photo_run), str(photos / "labeled"), "--out", str(out))
+        assert proc.returncode == 2 and "one of the inputs" in proc.stderr
+    assert not (image.parent / "new.png").exists()
     assert image.read_bytes() == before and (photo_run / "config.yaml").read_bytes() == config_before
     ok = cli("predict", str(photo_run), str(image), "--out", str(photo_run / "preds.csv"))
     assert ok.returncode == 0 and len(read_rows(photo_run / "preds.csv")) == 2
