@@ -106,14 +106,30 @@ def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_pat
     assert "method='mixup'" in line and "method='supervised'" in line
     assert _files(mine) == before  # config.yaml and data_info.json included
 
-    # its own checkpoint, but split.json no longer the split it was trained on
+    # its own checkpoint, but split.json no longer the split it was trained on: a labeled example
+    # swapped for an unlabeled one of its class (the same labels at the split's indices) ...
+    from metassl.data.sources import load_dataset
+
+    y = load_dataset("digits", None).y_train.tolist()
     (mine / "checkpoint.pt").write_bytes(own)
-    split = json.loads((mine / "split.json").read_text())
-    split["labeled"][0], split["unlabeled"][0] = split["unlabeled"][0], split["labeled"][0]
+    original = (mine / "split.json").read_text()
+    split = json.loads(original)
+    first = split["labeled"][0]
+    k = next(i for i, j in enumerate(split["unlabeled"]) if y[j] == y[first])
+    split["labeled"][0], split["unlabeled"][k] = split["unlabeled"][k], first
     (mine / "split.json").write_text(json.dumps(split))
     before = _files(mine)
     proc = cli("train", "--resume", str(mine), "steps=10")
     assert proc.returncode == 1 and "another split" in _one_line(proc)
+    assert _files(mine) == before
+    # ... or for one of another class: other labels at the split's indices
+    split = json.loads(original)
+    k = next(i for i, j in enumerate(split["unlabeled"]) if y[j] != y[first])
+    split["labeled"][0], split["unlabeled"][k] = split["unlabeled"][k], first
+    (mine / "split.json").write_text(json.dumps(split))
+    before = _files(mine)
+    proc = cli("train", "--resume", str(mine), "steps=10")
+    assert proc.returncode == 1 and "does not match" in _one_line(proc)
     assert _files(mine) == before
 
     # --out and --overwrite mean nothing to a resume: refused rather than ignored (a usage error)
