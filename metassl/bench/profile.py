@@ -1,12 +1,13 @@
 """``metassl bench speed --profile N``: where each row's step spends its time.
 
-Each row takes ``N`` more steps under ``torch.profiler`` after its timed ones. The operators'
-self time (on CUDA, the GPU time of the kernels each operator launched) (time in the operator itself, not in the operators it calls) per step is summed into
-families, so that a row's table says how much of the step is convolution kernels, BatchNorm,
-pooling, matrix products and the rest (elementwise ops, reductions, copies, the optimizer), and lists its most expensive operators. A layer written as plain tensor ops
-counts where those ops do: the maxima and winner tests of cnn3's ``max_pool2x2`` under "other",
-its backward (the native kernel) under "pooling". ``profile.json`` holds the numbers,
-``profile.md`` the tables.
+Each row takes ``N`` more steps under ``torch.profiler`` after its timed ones. Each operator's
+self time per step (time in the operator itself, not in the operators it calls; on CUDA, the GPU
+time of the kernels it launched) is summed into families, so that a row's table says how much of
+the step is convolution kernels, BatchNorm, pooling, matrix products and the rest (elementwise
+ops, reductions, copies, the optimizer), and lists its most expensive operators. A layer written
+as plain tensor ops counts where those ops do: the maxima and winner tests of cnn3's
+``max_pool2x2`` under "other", its backward (the native kernel) under "pooling".
+``profile.json`` holds the numbers, ``profile.md`` the tables.
 """
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ def load_split(path: Path, n_train: int, y: torch.Tensor | None = None) -> Split
     split = Split(*parts)
     if y is not None:
         unlabeled = int((torch.cat([y[split.labeled], y[split.val]]) < 0).sum())
-        if unlabeled or data.get("labels_digest", labels_digest(split, y)) != labels_digest(split, y):
+        digest = labels_digest(split, y)
+        if unlabeled or data.get("labels_digest", digest) != digest:
             what = (f"{unlabeled} of the run's labeled and validation examples have no label in it"
                     if unlabeled else "the run's labeled and validation examples have other labels in it")
             raise DataError(f"split: the data read now does not match {path}: {what}; it is not the "

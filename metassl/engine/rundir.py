@@ -195,11 +195,12 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     if not (path / "config.yaml").is_file():
         raise CheckpointError(f"run: {path} holds no config.yaml; is it a metassl run directory?")
     raw = config_mod.load_yaml(path / "config.yaml")
-    run = config_mod.flatten(config_mod.dump(config_mod.resolve(raw)))
+    base = config_mod.resolve(raw)
     if not overrides:
-        return config_mod.resolve(raw)
+        return base
+    run = config_mod.flatten(config_mod.dump(base))
     try:
-        asked = config_mod.flatten(config_mod.dump(config_mod.resolve(config_mod.merge(raw, overrides))))
+        merged = config_mod.resolve(config_mod.merge(raw, overrides))
     except ConfigError:
         # The overrides' own fault (an unknown key, a bad value) is reported as for a new run;
         # else a change the run's config cannot take (another method, a second length): name the
@@ -210,10 +211,11 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
             if key.split(".")[0] not in RESUMABLE_KEYS and str(value) != str(run.get(key)):
                 _cannot_change(key, run)
         raise
+    asked = config_mod.flatten(config_mod.dump(merged))
     for key in asked:
         if asked[key] != run.get(key) and key.split(".")[0] not in RESUMABLE_KEYS:
             _cannot_change(key, run)
-    return config_mod.anchored(config_mod.resolve(config_mod.merge(raw, overrides)))
+    return config_mod.anchored(merged)
 
 
 def shorter_run(path: Path, reached: int, steps: int) -> ConfigError:

@@ -113,24 +113,17 @@ def test_resume_refuses_another_runs_checkpoint_and_changes_nothing(cli, tmp_pat
     y = load_dataset("digits", None).y_train.tolist()
     (mine / "checkpoint.pt").write_bytes(own)
     original = (mine / "split.json").read_text()
-    split = json.loads(original)
-    first = split["labeled"][0]
-    k = next(i for i, j in enumerate(split["unlabeled"]) if y[j] == y[first])
-    split["labeled"][0], split["unlabeled"][k] = split["unlabeled"][k], first
-    (mine / "split.json").write_text(json.dumps(split))
-    before = _files(mine)
-    proc = cli("train", "--resume", str(mine), "steps=10")
-    assert proc.returncode == 1 and "another split" in _one_line(proc)
-    assert _files(mine) == before
     # ... or for one of another class: other labels at the split's indices
-    split = json.loads(original)
-    k = next(i for i, j in enumerate(split["unlabeled"]) if y[j] != y[first])
-    split["labeled"][0], split["unlabeled"][k] = split["unlabeled"][k], first
-    (mine / "split.json").write_text(json.dumps(split))
-    before = _files(mine)
-    proc = cli("train", "--resume", str(mine), "steps=10")
-    assert proc.returncode == 1 and "does not match" in _one_line(proc)
-    assert _files(mine) == before
+    for same_class, refusal in ((True, "another split"), (False, "does not match")):
+        split = json.loads(original)
+        first = split["labeled"][0]
+        k = next(i for i, j in enumerate(split["unlabeled"]) if (y[j] == y[first]) == same_class)
+        split["labeled"][0], split["unlabeled"][k] = split["unlabeled"][k], first
+        (mine / "split.json").write_text(json.dumps(split))
+        before = _files(mine)
+        proc = cli("train", "--resume", str(mine), "steps=10")
+        assert proc.returncode == 1 and refusal in _one_line(proc)
+        assert _files(mine) == before
 
     # --out and --overwrite mean nothing to a resume: refused rather than ignored (a usage error)
     for extra in (["--out", str(tmp_path / "elsewhere")], ["--overwrite"]):
