@@ -374,6 +374,15 @@ def _differences(rows: list[dict]) -> str:
     return f" The runs differ beyond the grid in: {'; '.join(parts)}." if parts else ""
 
 
+def _overridden(overrides: list[str] | None) -> str:
+    """A sentence saying that the command's overrides replace what the description says of the
+    same settings (a budget given as ``steps=12000`` beside a description of the suite's own)."""
+    if not overrides:
+        return ""
+    return (f" Set on the command line, in place of the suite's own values where the text above "
+            f"gives them: {', '.join(overrides)}.")
+
+
 def _selection(rows: list[dict]) -> str:
     chosen = {(r.get("config") or {}).get("select", "val") for r in rows}
     if chosen == {"last"}:
@@ -400,7 +409,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
              f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
              f"{''.join(' ' + o for o in overrides or [])}`; "
              f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
-             f"{suite.get('description', '').strip()}", "",
+             f"{suite.get('description', '').strip()}{_overridden(overrides)}", "",
              f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
              f"order), and the error at the last step beside it.{_differences(rows)}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -152,7 +152,10 @@ def test_a_finished_run_with_other_settings_is_refused_and_overrides_are_named(t
     path = write_suite(tmp_path)
     out = tmp_path / "out"
     suites.run_suite(str(path), out, overrides=["steps=2"], only=["method=supervised", "seed=0"])
-    assert "Command: `metassl bench tiny --out DIR steps=2`" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "Command: `metassl bench tiny --out DIR steps=2`" in table
+    # the description states the suite's own budget; the table says the command replaced it
+    assert "in place of the suite's own values where the text above gives them: steps=2." in table
     before = (out / "results.json").read_bytes()
     # the same directory under other settings: not a table of the old runs under the new name
     with pytest.raises(ConfigError, match=r"method=supervised,seed=0 \(finished; use another --out.*"
