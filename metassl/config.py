@@ -113,7 +113,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Evaluate an EMA of the weights with this decay; 0: off.
     ema_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    # Cap on the EMA's time constant 1/(1 - decay) (metassl/engine/ema.py).
+    # Cap on the EMA's time constant 1/(1 - decay) (metassl/engine/ema.py); a length of 0: no cap.
     ema_horizon_fraction: float = run_fraction(0.05)
     ema_horizon_steps: Optional[int] = step_count()
     eval_every: int = field(default=200, metadata=_range(1))  # steps between evaluations

@@ -126,6 +126,21 @@ def test_mean_teachers_teacher_is_capped_by_the_run():
     assert long.decay(399_999) == pytest.approx(0.999)
 
 
+@pytest.mark.parametrize("zero", ["ema_horizon_steps=0", "ema_horizon_fraction=0"])
+def test_a_horizon_of_length_0_leaves_every_ema_uncapped(zero):
+    """0 means no cap (the decay as given), for the engine's weight EMA, Mean Teacher's teacher and
+    FreeMatch's / SoftMatch's statistics alike; never a decay of 0 that turns the average off."""
+    from metassl.engine.ema import horizon_steps
+
+    assert horizon_steps(config.load_config(None, ["steps=600", zero]), 600) is None
+    assert horizon_steps(config.load_config(None, ["steps=600"]), 600) == 30
+    assert horizon_steps(config.load_config(None, ["steps=10"]), 10) == 1  # 5% of 10 steps rounds to 0
+    assert build("mean_teacher", 600, zero).decay(9999) == pytest.approx(0.999)  # past its warm-up 1 - 1/(t+1)
+    assert build("freematch", 600, zero).decay == pytest.approx(0.999)
+    assert build("softmatch", 600, zero).decay == pytest.approx(0.999)
+    assert build("freematch", 600).decay == pytest.approx(1 - 1 / 30)
+
+
 def test_fixmatch_draws_mu_7_unlabeled_images_per_labeled_one_unless_told():
     assert config.load_config(None, ["method=fixmatch", "batch_size=16"]).u_batch_size == 112
     assert config.load_config(None, ["method=fixmatch", "batch_size=16", "unlabeled_batch_size=16"]).u_batch_size == 16

@@ -7,8 +7,8 @@ The decay in effect at step t is never older than the run:
 
 The second term is Mean Teacher's warm-up (the average of the t + 1 weights that exist, not of
 the initialisation); the third caps the average's time constant 1/(1 - d) at the horizon H, a
-length of the run (``ema_horizon_fraction`` / ``ema_horizon_steps``), so a short run never
-evaluates an average dominated by its first steps. Long runs reach the decay as given: with the
+length of the run (``ema_horizon_fraction`` / ``ema_horizon_steps``; a length of 0: no cap), so
+a short run never evaluates an average dominated by its first steps. Long runs reach the decay as given: with the
 default horizon of 5% of the run, d = 0.999 applies unchanged from 20000 steps on.
 """
 from __future__ import annotations
@@ -18,6 +18,18 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from metassl.config import run_length
+
+
+def horizon_steps(cfg, total_steps: int) -> Optional[int]:
+    """The horizon H of ``cfg``'s ``ema_horizon`` length in a run of ``total_steps``: None (no
+    cap) where the length is given as 0, else at least one step (a share that rounds to 0 steps
+    in a very short run caps at one)."""
+    count, share = cfg.ema_horizon_steps, cfg.ema_horizon_fraction
+    if count == 0 or (count is None and share == 0):
+        return None
+    return max(1, run_length(cfg, "ema_horizon", total_steps))
 
 
 def effective_decay(decay: float, step: int, horizon: Optional[int] = None) -> float:

@@ -20,7 +20,7 @@ from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import compiling, dist, rundir
 from metassl.engine.allocator import keep_freed_memory
-from metassl.engine.ema import ModelEMA
+from metassl.engine.ema import ModelEMA, horizon_steps
 from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
 from metassl.engine.schedule import lr_at
@@ -72,7 +72,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov and cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay)
-        self.ema = (ModelEMA(s.model, cfg.ema_decay, max(1, config_mod.run_length(cfg, "ema_horizon", cfg.steps)))
+        self.ema = (ModelEMA(s.model, cfg.ema_decay, horizon_steps(cfg, cfg.steps))
                     if cfg.ema_decay > 0 else None)
         kw = dict(device=s.device, rank=self.rank, world_size=self.world_size)
         self.labeled = IndexStream(s.split.labeled, cfg.batch_size, cfg.seed + 1, **kw)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from metassl.config import bounded, run_fraction, run_length, step_count
 from metassl.engine.dist import unwrap
-from metassl.engine.ema import ModelEMA, effective_decay
+from metassl.engine.ema import ModelEMA, effective_decay, horizon_steps
 from metassl.methods.base import METHODS, Method
 from metassl.methods.losses import mse_consistency
 from metassl.methods.meta_labels import MetaGradientConfig, MetaGradientTarget
@@ -61,8 +61,7 @@ class MeanTeacher(MetaGradientTarget, Method):
     def __init__(self, model, optimizer, cfg, ctx):
         super().__init__(model, optimizer, cfg, ctx)
         self.student = unwrap(model)
-        horizon = max(1, run_length(cfg, "ema_horizon", ctx.total_steps))
-        self.teacher = ModelEMA(self.student, cfg.ema_decay, horizon)
+        self.teacher = ModelEMA(self.student, cfg.ema_decay, horizon_steps(cfg, ctx.total_steps))
         self.teacher.module.train()
         self.rampup_length = run_length(cfg, "rampup", ctx.total_steps)
 

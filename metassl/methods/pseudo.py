@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metassl.config import run_length
+from metassl.engine.ema import horizon_steps
 
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,8 +42,8 @@ def horizon_decay(cfg, total_steps: int) -> float:
     9.94% to 9.01% test error and SoftMatch from 9.94% to 9.47%, within a seed's spread (about
     1.5). Unlike the weight EMA there is no
     warm-up: the statistics start from the papers' initial values, which are part of the methods."""
-    horizon = max(1, run_length(cfg, "ema_horizon", total_steps))
-    return min(cfg.ema_decay, 1.0 - 1.0 / horizon)
+    horizon = horizon_steps(cfg, total_steps)
+    return cfg.ema_decay if horizon is None else min(cfg.ema_decay, 1.0 - 1.0 / horizon)
 
 
 @contextmanager
