@@ -40,6 +40,9 @@ def cmd_train(args) -> int:
                     print(f"metassl: {path} had already finished its {cfg.steps} steps", file=sys.stderr)
                     print(summary(done, path), file=sys.stderr)
                     return 0
+            if cfg.dataset == "arrays":
+                raise MetasslError(f"train: {path} was fit in Python (SSLClassifier) on arrays that are not on "
+                                   "disk; it cannot be resumed from the command line: fit it again in Python")
             if not (path / "checkpoint.pt").exists():
                 raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from; start it again "
                                    f"with metassl train --out {path} --overwrite")

@@ -8,6 +8,7 @@ validated against that method's own ``Config`` dataclass.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import math
 import types
@@ -438,6 +439,21 @@ def _check_schedule(s: ScheduleConfig) -> None:
         raise ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie in [0, 1]")
 
 
+def check_data_keys(cfg: TrainConfig) -> None:
+    """A data key set away from its default for a dataset that does not read it is an error, not
+    a setting recorded in config.yaml that changed nothing."""
+    from metassl.data.sources import key_datasets
+
+    defaults = TrainConfig()
+    for key, datasets in key_datasets().items():
+        value = getattr(cfg, key)
+        if value != getattr(defaults, key) and cfg.dataset not in datasets:
+            exc = ConfigError(f"config: {key}={json.dumps(value)} does not apply to dataset={cfg.dataset}; it applies to "
+                              f"{', '.join(datasets)}")
+            exc.key = key
+            raise exc
+
+
 def resolve(raw: dict) -> TrainConfig:
     """Build a validated TrainConfig from a nested mapping (file merged with overrides)."""
     from metassl.data.sources import DATASETS
@@ -494,6 +510,7 @@ def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainC
     try:
         cfg = resolve(merge(raw, extra))
         _check_schedule(cfg.schedule)  # new configs only: a saved run's stays readable
+        check_data_keys(cfg)
         return cfg
     except ConfigError as exc:
         key = getattr(exc, "key", None)

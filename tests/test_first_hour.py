@@ -273,3 +273,25 @@ def test_a_loaded_classifier_saved_back_where_it_came_from_changes_nothing(cli, 
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
     SSLClassifier.load(out).save(out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize("key", ["image_size=16", "channels=3", "test_fraction=0.5", "imagenet_fraction=0.5",
+                                 "svhn_extra=true"])
+def test_a_data_key_that_the_dataset_does_not_read_is_refused(cli, tmp_path, key):
+    proc = cli("train", "--out", str(tmp_path / "run"), *RUN, key)
+    assert proc.returncode == 2
+    _one_error(proc, f"{key} does not apply to dataset=digits; it applies to")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_fit_in_python_is_not_offered_an_overwrite_on_resume(cli, tmp_path):
+    from metassl import SSLClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 8, 8)).astype(np.float32), np.repeat(np.arange(2), 20)
+    run = SSLClassifier(method="supervised", model="mlp", steps=4, eval_every=2, val_per_class=2).fit(x, y) \
+        .save(tmp_path / "api")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    line = _one_error(cli("train", "--resume", str(run), "steps=8"), "fit in Python", "fit it again in Python")
+    assert "--overwrite" not in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before

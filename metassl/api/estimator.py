@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from contextlib import nullcontext
@@ -103,6 +104,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _validate(self) -> None:
+        if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
+            raise ParamError(f"config: run_dir={self.run_dir!r} is not a path; give a directory (str or Path) "
+                             "or None for a temporary one")
         try:
             self._resolve(vectors=False)
         except ConfigError as exc:
@@ -121,7 +125,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         raw = config_mod.merge(raw, self._config)
         raw.update(dataset="arrays", method=self.method, steps=self.steps,
                    model=self.model or ("mlp" if vectors else "cnn3"))
-        return config_mod.resolve(raw)
+        cfg = config_mod.resolve(raw)
+        config_mod.check_data_keys(cfg)
+        return cfg
 
     # -- data -------------------------------------------------------------------------------
     def _dataset(self, X: Any, y: Any, X_unlabeled: Any) -> tuple[ArrayDataset, np.ndarray]:
@@ -140,7 +146,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         if labels.ndim != 1 or len(labels) != len(x):
             raise InputError(f"fit: y has shape {labels.shape} but X holds {len(x)} examples; "
                              "expected one label per example")
-        check_classification_targets(labels)
+        _check_labels(labels)
         # -1 marks an unlabeled example, as in scikit-learn's semi-supervised estimators.
         unlabeled = (labels == -1) if np.issubdtype(labels.dtype, np.number) else np.zeros(len(labels), bool)
         classes, y_idx = np.unique(labels[~unlabeled], return_inverse=True)
@@ -191,6 +197,11 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         except DataError as exc:
             raise _input_error(exc) from None
         cfg = self._resolve(vectors=data.vectors is not None)
+        with ckpt.preserved_rng():  # training seeds the global generators; the caller's are kept
+            self._fit(cfg, data, classes)
+        return self
+
+    def _fit(self, cfg: config_mod.TrainConfig, data: ArrayDataset, classes: np.ndarray) -> None:
         keep = self.run_dir is not None
         holder = nullcontext(self.run_dir) if keep else tempfile.TemporaryDirectory(prefix="metassl-")
         with holder as where:
@@ -215,7 +226,6 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             finally:
                 claim.release()
         self.run_dir_ = path if keep else None
-        return self
 
     def _set_fitted(self, run: LoadedRun, final: Optional[dict]) -> None:
         self.model_: Classifier = run.classifier
@@ -224,7 +234,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         names = run.info["classes"]
         if "labels" in run.info:
             self.classes_ = np.array(run.info["labels"])
-        elif all(re.fullmatch(r"-?\d+", n) for n in names):
+        elif all(re.fullmatch(r"-?\d+", n) and str(int(n)) == n for n in names):
+            # only where every name is the spelling of its integer: '01' beside '1' stays a name
             self.classes_ = np.array([int(n) for n in names])
         else:
             self.classes_ = np.array(names)
@@ -290,6 +301,27 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         est.run_dir_ = None
         est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
         return est
+
+
+def _check_labels(labels: np.ndarray) -> None:
+    """scikit-learn's check that ``labels`` are class labels, as an InputError naming the first bad one."""
+    if np.issubdtype(labels.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if bad.size:
+            i = int(bad[0])
+            kind = "" if np.isnan(labels[i]) else "Unknown label type: "  # scikit-learn's words, which its checks match
+            raise InputError(f"fit: {kind}y[{i}] = {labels[i]} is not a class label (labels are whole numbers "
+                             "or strings; -1 marks an unlabeled example)")
+    try:
+        check_classification_targets(labels)
+        np.unique(labels)
+    except TypeError:  # labels of several types that do not compare, e.g. -1 among strings
+        kinds = sorted({type(v).__name__ for v in labels})
+        raise InputError(f"fit: y mixes labels of types {', '.join(kinds)}; give labels of one type "
+                         "(with numbers, -1 marks unlabeled examples; with strings there is no "
+                         "unlabeled marker: pass unlabeled examples as X_unlabeled)") from None
+    except ValueError as exc:
+        raise InputError(f"fit: y does not hold class labels ({exc})") from None
 
 
 def _input_error(exc: DataError) -> DataError:

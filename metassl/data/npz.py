@@ -70,9 +70,11 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
         x_test = read_x(str(path), "x_test", arrays["x_test"])
         y_test = _npz_labels(path, "y_test", arrays["y_test"], 0, classes)
         _check_count(path, "x_test", x_test, "y_test", y_test)
+    named = classes is not None
     if classes is None:
         top = max(int(v.max()) if len(v) else -1 for v in (y, y_test) if v is not None)
         classes = [str(c) for c in range(max(top, 0) + 1)]
+    _check_every_class_labeled(path, y, y_test, classes, named)
     x, y, x_test, y_test, held_out = _hold_out_arrays(str(path), x, y, x_test, y_test, test_fraction,
                                                        "vectors" if vectors else "images")
     if vectors:
@@ -103,6 +105,31 @@ def _npz_labels(path: Path, key: str, y: np.ndarray, lowest: int,
         extra = " (-1 marks unlabeled)" if lowest < 0 else ""
         raise DataError(f"data: {path} {key}[{i}] = {y[i]} is outside [{lowest}, {upper}{extra}")
     return y
+
+
+def _check_every_class_labeled(path: Path, y: np.ndarray, y_test: Optional[np.ndarray],
+                               classes: list[str], named: bool) -> None:
+    """Labels are class indices 0..K-1, and every class needs labeled training examples in y: a
+    test label or a class index that y never holds is named here, not as a split error later."""
+    present = np.unique(y[y >= 0])
+    held = f"y holds {_values(present)}"
+    if y_test is not None:
+        unseen = np.flatnonzero(~np.isin(y_test, present))
+        if unseen.size:
+            i = int(unseen[0])
+            raise DataError(f"data: {path} y_test[{i}] = {y_test[i]} is a class that no label in y has ({held}); "
+                            "every class needs labeled training examples")
+    missing = np.setdiff1d(np.arange(len(classes)), present)
+    if missing.size:
+        c = int(missing[0])
+        what = f"class {c} ({classes[c]!r} in 'classes')" if named else f"class {c}"
+        raise DataError(f"data: {path} y has no labeled example of {what}; labels are class indices "
+                        f"0..{len(classes) - 1} and every class needs labeled examples ({held})")
+
+
+def _values(v: np.ndarray) -> str:
+    shown = ", ".join(str(int(a)) for a in v[:6])
+    return f"{shown}, ... ({len(v)} values, up to {int(v[-1])})" if len(v) > 6 else shown
 
 
 def _check_count(path: Path, xkey: str, x: torch.Tensor, ykey: str, y: np.ndarray) -> None:

@@ -119,6 +119,15 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
     return load_svhn(data_root, extra=options.get("svhn_extra", False))
 
 
+def key_datasets() -> dict[str, tuple[str, ...]]:
+    """Each data key of TrainConfig and the datasets that read it."""
+    keys: dict[str, tuple[str, ...]] = {"svhn_extra": ("svhn",)}
+    for name, options in OPTIONS.items():
+        for key in options:
+            keys[key] = keys.get(key, ()) + (name,)
+    return keys
+
+
 def dataset_options(cfg: Any) -> dict[str, Any]:
     """The `load_dataset` options that a run's TrainConfig sets for its dataset."""
     options: dict[str, Any] = {"svhn_extra": True} if cfg.svhn_extra else {}

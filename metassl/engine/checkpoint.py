@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -84,6 +85,17 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the body with the global random generators (Python, numpy, torch, CUDA) restored after
+    it to where they were, however it ends."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
 
 
 def set_rng_state(state: dict) -> None:

@@ -167,3 +167,48 @@ def test_a_refit_that_fails_to_start_leaves_the_run_in_run_dir(tmp_path):
     with pytest.raises(Exception, match="val"):
         SSLClassifier(method="supervised", model="mlp", run_dir=empty, **{**FAST, "val_per_class": 20}).fit(x, y)
     assert list(empty.iterdir()) == []
+
+
+def test_fit_leaves_the_callers_random_generators_where_they_were():
+    import random
+
+    rng = np.random.default_rng(4)
+    x, y = blobs(24, rng, d=1)
+    random.seed(42), np.random.seed(42), torch.manual_seed(42)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(42), np.random.seed(42), torch.manual_seed(42)
+    SSLClassifier(method="supervised", model="mlp", **FAST).fit(x, y)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_class_names_become_integers_only_where_each_is_its_integers_spelling(tmp_path):
+    from metassl.data.runinfo import write_data_info
+
+    rng = np.random.default_rng(5)
+    x, y = blobs(30, rng, d=1)
+    clf = SSLClassifier(method="supervised", model="mlp", **FAST).fit(x, y)
+    run = clf.save(tmp_path / "run")
+    for names, expected in ((["01", "1", "10"], ["01", "1", "10"]), (["0", "1", "10"], [0, 1, 10]),
+                            (["-1", "00", "7"], ["-1", "00", "7"])):
+        info = {k: v for k, v in clf.info_.items() if k != "labels"}  # as `metassl train` writes it
+        write_data_info(run, {**info, "classes": names})
+        loaded = SSLClassifier.load(run)
+        assert loaded.classes_.tolist() == expected
+        assert set(loaded.predict(x[:6, 0]).tolist()) <= set(expected)
+
+
+def test_labels_that_are_not_class_labels_are_input_errors_naming_the_problem():
+    from metassl.api.estimator import InputError
+
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    clf = SSLClassifier(method="supervised", model="mlp", **FAST)
+    with pytest.raises(InputError, match=r"y\[2\] = nan is not a class label"):
+        clf.fit(x, [0.0, 1.0, np.nan, 1.0])
+    with pytest.raises(InputError, match=r"y\[1\] = 0.5 is not a class label"):
+        clf.fit(x, [0.0, 0.5, 1.0, 1.0])
+    with pytest.raises(InputError, match="mixes labels of types int, str"):
+        clf.fit(x, np.array(["a", -1, "b", "a"], dtype=object))
+    with pytest.raises(ParamError, match="run_dir=123 is not a path"):
+        SSLClassifier(run_dir=123)
+    with pytest.raises(ParamError, match="image_size=16 does not apply to dataset=arrays"):
+        SSLClassifier(image_size=16)

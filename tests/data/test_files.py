@@ -254,6 +254,12 @@ def test_npz_without_test_holds_one_out(tmp_path, capsys):
     ({"x": np.zeros((2, 4, 4), np.uint8), "y": np.zeros(2, int), "x_test": np.zeros((1, 4, 4))},
      "x_test and y_test together"),
     ({"x": np.zeros((2, 8, 8, 3), np.uint8), "y": np.zeros(2, int)}, "channels-last"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 1]), "x_test": np.zeros((1, 4, 4), np.uint8),
+      "y_test": np.array([2])}, "y_test[0] = 2 is a class that no label in y has (y holds 0, 1)"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 20, 10])},
+     "y has no labeled example of class 1; labels are class indices 0..20"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 2, -1]), "classes": np.array(["a", "b", "c"])},
+     "no labeled example of class 1 ('b' in 'classes')"),
 ])
 def test_npz_bad_arrays_name_the_file(tmp_path, arrays, fragment):
     path = tmp_path / "bad.npz"
@@ -295,7 +301,10 @@ def test_config_keys_reach_the_loader(tmp_path):
     cfg = config.load_config(None, ["dataset=imagefolder", f"data_root={tmp_path}", "image_size=16",
                                     "channels=1", "test_fraction=0.5"])
     assert dataset_options(cfg) == {"image_size": 16, "channels": 1, "test_fraction": 0.5}
-    cfg = config.load_config(None, ["dataset=npz", "svhn_extra=true"])
+    with pytest.raises(ConfigError, match="svhn_extra=true does not apply to dataset=npz; it applies to svhn"):
+        config.load_config(None, ["dataset=npz", "svhn_extra=true"])
+    # a saved config is read without that check; the loader still refuses the option
+    cfg = config.resolve({"dataset": "npz", "svhn_extra": True})
     assert dataset_options(cfg) == {"svhn_extra": True, "test_fraction": 0.2}
     for bad, key in (("channels=2", "channels=2"), ("image_size=4", "image_size=4"),
                      ("imagenet_fraction=0", "imagenet_fraction=0")):
