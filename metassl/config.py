@@ -514,12 +514,31 @@ def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainC
         return cfg
     except ConfigError as exc:
         key = getattr(exc, "key", None)
+        if key and _holds(extra, key):
+            typed = _as_typed(exc, key, overrides)
+            if typed is not None:
+                raise typed from None
         source = next((p for p, tree in reversed(trees) if _holds(tree, key)), None) if key else None
         if source is None or _holds(extra, key) or not str(exc).startswith("config: "):
             raise
         named = ConfigError(f"config: {source}: {str(exc)[len('config: '):]}")
         named.key = key
         raise named from None
+
+
+def _as_typed(exc: ConfigError, key: str, overrides: list[str]) -> Optional[ConfigError]:
+    """``exc`` with the override's value as typed beside the value YAML read from it where YAML
+    turned a word into true, false or null (``amp=yes`` read as True), so the message does not
+    show only a value never written; else None."""
+    typed = [item.partition("=")[2] for item in overrides if item.partition("=")[0] == key]
+    if not typed:
+        return None
+    value = parse_overrides([f"x={typed[-1]}"])["x"]
+    if not (isinstance(value, bool) or value is None) or typed[-1].lower() in ("true", "false", "null", ""):
+        return None
+    named = ConfigError(f"{exc} (the command line's {key}={typed[-1]}, which YAML reads as {value!r})")
+    named.key = key
+    return named
 
 
 def _holds(tree: dict, dotted: str) -> bool:

@@ -28,14 +28,20 @@ def test_on_and_off_in_a_yaml_file(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("amp=on", "amp=True must be one of 'auto' | 'off' | 'bf16' | 'fp16'"),
+    ("amp=on", "amp=True must be one of 'auto' | 'off' | 'bf16' | 'fp16' (the command line's amp=on, "
+               "which YAML reads as True)"),
     ("channels=true", "channels=True is not a valid 1 | 3 or null"),
-    ("select=yes", "select=True must be one of 'val' | 'last'"),
+    ("select=yes", "select=True must be one of 'val' | 'last' (the command line's select=yes, which YAML "
+                   "reads as True)"),
+    ("method=mixup mixup.alpha=off", "mixup.alpha=False is not a valid float (the command line's "
+                                     "mixup.alpha=off, which YAML reads as False)"),
+    ("lr=-1", "lr=-1.0 is out of range: must be > 0.0"),
 ])
 def test_a_boolean_with_no_member_of_its_spelling_is_still_refused(override, needle):
+    """The message shows the value as typed where YAML turned a word into a boolean."""
     with pytest.raises(ConfigError) as err:
-        config.load_config(None, [override])
-    assert needle in str(err.value)
+        config.load_config(None, override.split())
+    assert str(err.value).endswith(needle)
 
 
 # --------------------------------------------------------------------------- metassl config METHOD

@@ -295,3 +295,13 @@ def test_a_run_fit_in_python_is_not_offered_an_overwrite_on_resume(cli, tmp_path
     line = _one_error(cli("train", "--resume", str(run), "steps=8"), "fit in Python", "fit it again in Python")
     assert "--overwrite" not in line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize("keys, needle", [
+    (["pseudo_label.t1_fraction=0.7"], "pseudo_label.t2_fraction=0.6 comes before pseudo_label.t1_fraction=0.7"),
+    (["pseudo_label.t1_steps=50", "pseudo_label.t2_steps=10"], "t2_steps=10 comes before pseudo_label.t1_steps=50"),
+])
+def test_a_pseudo_label_ramp_that_ends_before_it_starts_is_refused(keys, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config.load_config(None, ["method=pseudo_label", *keys])
+    assert config.load_config(None, ["method=pseudo_label", "pseudo_label.t1_fraction=0.3"]).method_cfg.t1_fraction == 0.3

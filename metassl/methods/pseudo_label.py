@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from metassl.config import bounded, run_fraction, run_length, step_count
+from metassl.errors import ConfigError
 from metassl.methods.base import METHODS, Method
 from metassl.methods.meta_labels import MetaGradientConfig, MetaGradientTarget
 from metassl.methods.pseudo import confident_argmax, masked_cross_entropy
@@ -36,6 +37,14 @@ class PseudoLabelConfig(MetaGradientConfig):
     t1_steps: Optional[int] = step_count()
     t2_fraction: float = run_fraction(0.6)    # full weight from here on
     t2_steps: Optional[int] = step_count()
+
+    def __post_init__(self):
+        # Given in the same unit, the ramp's end must not come before its start.
+        for unit in ("steps", "fraction"):
+            t1, t2 = getattr(self, f"t1_{unit}"), getattr(self, f"t2_{unit}")
+            if t1 is not None and t2 is not None and t2 < t1:
+                raise ConfigError(f"config: pseudo_label.t2_{unit}={t2} comes before pseudo_label.t1_{unit}={t1}; "
+                                  "the ramp of the unlabeled weight starts at t1 and is full at t2")
 
 
 @METHODS.register("pseudo_label")
