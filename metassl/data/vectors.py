@@ -69,6 +69,12 @@ def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
     if len(bad):
         i, j = (int(v) for v in bad[0])
         raise DataError(f"data: {source} {what}[{i}, {j}] = {a[i, j]} is not a finite number")
+    # the encoder standardises in float32: a value beyond its range would become inf
+    big = np.argwhere(np.abs(a) > np.finfo(np.float32).max)
+    if len(big):
+        i, j = (int(v) for v in big[0])
+        raise DataError(f"data: {source} {what}[{i}, {j}] = {a[i, j]:g} is beyond float32's range (about 3.4e38), "
+                        "in which features are standardised; rescale the features")
     return a
 
 
@@ -80,6 +86,12 @@ def from_vectors(name: str, x: Any, y: Any, x_test: Any = None, y_test: Any = No
         x_test = check_vectors(name, "x_test", x_test)
         if x_test.shape[1] != x.shape[1]:
             raise DataError(f"data: {name}: x_test has {x_test.shape[1]} features but x has {x.shape[1]}")
+    std = x.std(axis=0)
+    small = np.flatnonzero((std > 0) & (std < np.finfo(np.float32).tiny))
+    if small.size:
+        j = int(small[0])
+        raise DataError(f"data: {name}: feature {j} of x varies by {std[j]:g} (its std), below float32's "
+                        "range (about 1.2e-38), in which features are standardised; rescale the features")
     encoder = VectorEncoder.fit(x)
 
     def encode(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:

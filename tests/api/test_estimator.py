@@ -212,3 +212,16 @@ def test_labels_that_are_not_class_labels_are_input_errors_naming_the_problem():
         SSLClassifier(run_dir=123)
     with pytest.raises(ParamError, match="image_size=16 does not apply to dataset=arrays"):
         SSLClassifier(image_size=16)
+
+
+def test_vectors_beyond_float32s_range_are_input_errors():
+    from metassl.api.estimator import InputError
+
+    x = np.random.default_rng(6).normal(size=(20, 4))
+    y = np.repeat([0, 1], 10)
+    clf = SSLClassifier(method="supervised", **FAST)
+    with pytest.raises(InputError, match=r"x\[0, 0\] = .*e\+160 is beyond float32's range"):
+        clf.fit(x * 1e160, y)
+    with pytest.raises(InputError, match=r"feature 0 of x varies by .*e-16\d \(its std\), below float32.s range"):
+        clf.fit(x * 1e-160, y)
+    assert clf.fit(x * 1e30, y).predict(x * 1e30).shape == (20,)
