@@ -439,6 +439,16 @@ def _check_schedule(s: ScheduleConfig) -> None:
         raise ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie in [0, 1]")
 
 
+def check_new(cfg: TrainConfig) -> None:
+    """The checks of a new run's config beyond each value's own: a saved run's config is read
+    without them, so that a run trained under looser rules stays readable."""
+    _check_schedule(cfg.schedule)
+    check_data_keys(cfg)
+    check = getattr(cfg.method_cfg, "check", None)
+    if check is not None:
+        check(cfg.steps)
+
+
 def check_data_keys(cfg: TrainConfig) -> None:
     """A data key set away from its default for a dataset that does not read it is an error, not
     a setting recorded in config.yaml that changed nothing."""
@@ -509,8 +519,7 @@ def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainC
         raw = merge(raw, tree)
     try:
         cfg = resolve(merge(raw, extra))
-        _check_schedule(cfg.schedule)  # new configs only: a saved run's stays readable
-        check_data_keys(cfg)
+        check_new(cfg)
         return cfg
     except ConfigError as exc:
         key = getattr(exc, "key", None)

@@ -5,7 +5,7 @@
 # results are those of the CPU suites, in the same format: OUT/results.json and OUT/table.md
 # (the table covers every finished run), one folder per run, OUT/machine.txt.
 #
-#   scripts/gpu-suite.sh [SUITE] [OUT] [key=value ...]     # e.g. ... fashion-ssl-long OUT steps=12000
+#   scripts/gpu-suite.sh [SUITE] [OUT] [key=value ...]     # e.g. ... fashion-ssl-long OUT steps=24000
 #
 # Environment: DATA, the folder of Fashion-MNIST's four idx files (default data/fashion-mnist,
 # which `make gpu-data` fills from Debian's package so that it can travel with the checkout, else

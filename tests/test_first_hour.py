@@ -282,6 +282,24 @@ def test_a_data_key_that_the_dataset_does_not_read_is_refused(cli, tmp_path, key
     assert proc.returncode == 2
     _one_error(proc, f"{key} does not apply to dataset=digits; it applies to")
     assert not (tmp_path / "run").exists()
+    from metassl.bench import suites
+
+    with pytest.raises(ConfigError, match=f"run method=supervised,seed=0: config: {key} does not apply"):
+        suites.resolve_runs("digits", suites.load_suite("digits")[1], [key])
+
+
+def test_a_run_trained_on_files_with_data_keys_loads_in_python(cli, tmp_path):
+    from metassl import SSLClassifier
+
+    rng = np.random.default_rng(1)
+    x, y = rng.random((60, 1, 8, 8)).astype(np.float32), np.repeat(np.arange(3), 20)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out = tmp_path / "run"
+    cli("train", "--out", str(out), "dataset=npz", f"data_root={tmp_path / 'd.npz'}", "model=mlp",
+        "test_fraction=0.5", "labels_per_class=5", "val_per_class=2", "steps=2", "eval_every=2", "threads=1",
+        check=True)
+    loaded = SSLClassifier.load(out)
+    assert loaded.classes_.tolist() == [0, 1, 2] and loaded.predict(x[:4]).shape == (4,)
 
 
 def test_a_run_fit_in_python_is_not_offered_an_overwrite_on_resume(cli, tmp_path):
@@ -298,10 +316,22 @@ def test_a_run_fit_in_python_is_not_offered_an_overwrite_on_resume(cli, tmp_path
 
 
 @pytest.mark.parametrize("keys, needle", [
-    (["pseudo_label.t1_fraction=0.7"], "pseudo_label.t2_fraction=0.6 comes before pseudo_label.t1_fraction=0.7"),
-    (["pseudo_label.t1_steps=50", "pseudo_label.t2_steps=10"], "t2_steps=10 comes before pseudo_label.t1_steps=50"),
+    (["pseudo_label.t1_fraction=0.7"], r"t2_fraction=0.6 \(step 600\) comes before pseudo_label.t1_fraction=0.7 "
+                                       r"\(step 700\) in a run of 1000 steps"),
+    (["pseudo_label.t1_steps=50", "pseudo_label.t2_steps=10"], r"t2_steps=10 \(step 10\) comes before"),
+    (["pseudo_label.t1_steps=700"], r"t2_fraction=0.6 \(step 600\) comes before pseudo_label.t1_steps=700"),
 ])
-def test_a_pseudo_label_ramp_that_ends_before_it_starts_is_refused(keys, needle):
+def test_a_pseudo_label_ramp_that_ends_before_it_starts_is_refused(keys, needle, tmp_path):
     with pytest.raises(ConfigError, match=needle):
-        config.load_config(None, ["method=pseudo_label", *keys])
-    assert config.load_config(None, ["method=pseudo_label", "pseudo_label.t1_fraction=0.3"]).method_cfg.t1_fraction == 0.3
+        config.load_config(None, ["method=pseudo_label", "steps=1000", *keys])
+    # the ends given in different units, in order: accepted
+    ok = config.load_config(None, ["method=pseudo_label", "steps=1000", "pseudo_label.t1_fraction=0.7",
+                                   "pseudo_label.t2_steps=900"])
+    assert ok.method_cfg.t2_steps == 900
+    # a YAML file that sets t1 is named
+    path = tmp_path / "c.yaml"
+    path.write_text("method: pseudo_label\nsteps: 1000\npseudo_label: {t1_fraction: 0.7}\n")
+    with pytest.raises(ConfigError, match=f"config: {path}: pseudo_label.t2_fraction=0.6"):
+        config.load_config(path, [])
+    # a saved run's config is read without the check
+    assert config.resolve({"method": "pseudo_label", "pseudo_label": {"t1_fraction": 0.7}}).method_cfg.t1_fraction == 0.7

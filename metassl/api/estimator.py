@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,11 +18,12 @@ from sklearn.utils.validation import column_or_1d
 
 from metassl import config as config_mod
 from metassl.api.inference import Classifier, LoadedRun, load_run
-from metassl.data.arrays import ArrayDataset, as_images, from_arrays
+from metassl.data.arrays import ArrayDataset, as_images, first_non_integer, from_arrays, integer_names
 from metassl.data.runinfo import data_info, write_data_info
 from metassl.data.vectors import from_vectors
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
+from metassl.data.sources import key_datasets
 from metassl.engine.setup import pick_device
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, DataError
@@ -126,7 +126,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         raw.update(dataset="arrays", method=self.method, steps=self.steps,
                    model=self.model or ("mlp" if vectors else "cnn3"))
         cfg = config_mod.resolve(raw)
-        config_mod.check_data_keys(cfg)
+        config_mod.check_new(cfg)
         return cfg
 
     # -- data -------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                 have = f"{x.shape[1]} features" if x.ndim == 2 else f"shape {_shape(x.shape)}"
                 raise InputError(f"predict: X has {have}, but SSLClassifier is expecting {features} "
                                  f"features as input (feature vectors N x {features})")
-            return torch.from_numpy(x.astype(np.float32))
+            return torch.from_numpy(x.astype(np.float64))  # the encoder standardises in float64
         images = as_images(x, "X")
         want = (info["in_channels"], *info["image_hw"])
         if tuple(images.shape[1:]) != want:
@@ -234,8 +234,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         names = run.info["classes"]
         if "labels" in run.info:
             self.classes_ = np.array(run.info["labels"])
-        elif all(re.fullmatch(r"-?\d+", n) and str(int(n)) == n for n in names):
-            # only where every name is the spelling of its integer: '01' beside '1' stays a name
+        elif integer_names(names):
             self.classes_ = np.array([int(n) for n in names])
         else:
             self.classes_ = np.array(names)
@@ -294,7 +293,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         path = Path(path)
         run = load_run(path, pick_device(device))
         dumped = config_mod.dump(run.cfg)
-        config = {k: v for k, v in dumped.items() if k not in _OWNED}
+        # the data keys of a run trained on files (image_size, test_fraction, ...) describe how
+        # its data was read; the estimator's own data are arrays
+        config = {k: v for k, v in dumped.items() if k not in _OWNED and k not in key_datasets()}
         est = cls(method=run.cfg.method, model=run.cfg.model, steps=run.cfg.steps, **config)
         final = path / "final.json"
         est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)
@@ -305,13 +306,11 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
 
 def _check_labels(labels: np.ndarray) -> None:
     """scikit-learn's check that ``labels`` are class labels, as an InputError naming the first bad one."""
-    if np.issubdtype(labels.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
-        if bad.size:
-            i = int(bad[0])
-            kind = "" if np.isnan(labels[i]) else "Unknown label type: "  # scikit-learn's words, which its checks match
-            raise InputError(f"fit: {kind}y[{i}] = {labels[i]} is not a class label (labels are whole numbers "
-                             "or strings; -1 marks an unlabeled example)")
+    i = first_non_integer(labels)
+    if i is not None:
+        kind = "" if np.isnan(labels[i]) else "Unknown label type: "  # scikit-learn's words, which its checks match
+        raise InputError(f"fit: {kind}y[{i}] = {labels[i]} is not a class label (labels are whole numbers "
+                         "or strings; -1 marks an unlabeled example)")
     try:
         check_classification_targets(labels)
         np.unique(labels)

@@ -67,7 +67,7 @@ class _Reader:
             if x.ndim != 2 or x.shape[1] != features or not np.issubdtype(x.dtype, np.number):
                 raise DataError(f"data: {path} x has shape {'x'.join(map(str, x.shape))}; run {self.run} "
                                 f"takes feature vectors N x {features}")
-            return torch.from_numpy(check_vectors(str(path), key, x).astype(np.float32))
+            return torch.from_numpy(check_vectors(str(path), key, x))
         images = as_images(x, key, str(path))
         if images.shape[1] != self.channels:
             raise self._wrong_channels(f"{path} {key}", int(images.shape[1]))
@@ -83,7 +83,7 @@ class _Reader:
                             "(pass image files, folders or an .npz of images)")
         features, columns = len(self.vectors["mean"]), self.vectors.get("columns")
         x = read_table_vectors(path, features, columns, f"run {self.run}")
-        return torch.from_numpy(x.astype(np.float32))
+        return torch.from_numpy(x.astype(np.float64))
 
 
 def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

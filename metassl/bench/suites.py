@@ -52,12 +52,57 @@ def load_suite(name_or_path: str) -> tuple[str, dict]:
     unknown = set(suite) - SUITE_KEYS
     if unknown:
         raise ConfigError(f"bench: {path}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(SUITE_KEYS))}")
+    check_suite(path, suite)
+    return path.stem, suite
+
+
+def check_suite(path: Path, suite: dict) -> None:
+    """A one-line error naming ``path`` and the key for a suite whose structure is wrong, before
+    anything trains: a table from it would be wrong (rows merged, a run counted twice) or fail
+    after the training."""
+    def bad(key: str, want: str) -> ConfigError:
+        return ConfigError(f"bench: {path}: {key} must be {want}, got {json.dumps(suite.get(key), default=str)}")
+
+    if not isinstance(suite.get("description", ""), str):
+        raise bad("description", "text")
+    for key in ("base", "grid"):
+        if not isinstance(suite.get(key) or {}, dict):
+            raise bad(key, "a mapping of keys to values")
+    runs = suite.get("runs") or []
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise bad("runs", "a list of mappings (one run's settings each)")
+    seeds = suite.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise bad("seeds", "a non-empty list of distinct integers")
+    if "seed" in (suite.get("grid") or {}) or any("seed" in flatten(r) for r in runs):
+        raise ConfigError(f"bench: {path}: seeds go in the suite's seeds list, not in grid or runs")
     for i, entry in enumerate(suite.get("parents") or []):
         if not (isinstance(entry, dict) and set(entry) == {"match", "parent"}
                 and all(isinstance(entry[k], dict) and entry[k] for k in entry)):
             raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}}, "
                               f"got {entry!r}")
-    return path.stem, suite
+    papers = suite.get("paper") or []
+    if not isinstance(papers, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("match"), dict) and {"error", "source"} <= set(p) for p in papers):
+        raise bad("paper", "a list of {match: {key: value}, error: ..., source: ...}")
+    if not runs and not suite.get("grid"):
+        raise ConfigError(f"bench: {path}: defines no runs; give a grid or a list of runs")
+    grid_runs = expand(suite)
+    if not grid_runs:
+        raise ConfigError(f"bench: {path}: its grid has an empty list of values, so it defines no runs")
+    group_by = suite.get("group_by")
+    if group_by is not None:
+        if not isinstance(group_by, list) or not all(isinstance(k, str) for k in group_by):
+            raise bad("group_by", "a list of keys")
+        rows: dict[tuple, dict] = {}
+        for run in grid_runs:
+            row = rows.setdefault(tuple(json.dumps(run.get(k)) for k in group_by), {})
+            other = row.setdefault(run["seed"], run)
+            if other is not run:
+                differ = next(k for k in dict.fromkeys([*other, *run]) if other.get(k) != run.get(k))
+                raise ConfigError(f"bench: {path}: group_by {group_by} puts runs that differ in {differ} "
+                                  f"into one row; add {differ} (or a key that tells them apart) to group_by")
 
 
 def expand(suite: dict) -> list[dict]:
@@ -119,6 +164,19 @@ def _run_one(i: int, total: int, path: Path, cfg, threads: int | None, in_worker
     print(f"[{i + 1}/{total}] {path.name}", file=sys.stderr, flush=True)
     if threads and not cfg.threads:
         cfg.threads = threads
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        # a second command on the same --out stops here rather than train the run again beside it
+        lock = rundir.lock_run(path)
+    except MetasslError as exc:
+        raise SuiteRunFailed(f"bench: {exc}", exc.exit_code) from None
+    with lock:
+        if (path / "final.json").exists():  # finished by another command meanwhile
+            return
+        _train_locked(path, cfg, in_worker)
+
+
+def _train_locked(path: Path, cfg, in_worker: bool) -> None:
     resume = (path / "checkpoint.pt").exists()
     if not resume:
         rundir.prepare_new(path, cfg, overwrite=True)
@@ -240,7 +298,9 @@ def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> 
         for key, value in flat.items():
             raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
         try:
-            resolved.append((flat, config_mod.anchored(config_mod.resolve(raw))))
+            cfg = config_mod.resolve(raw)
+            config_mod.check_new(cfg)
+            resolved.append((flat, config_mod.anchored(cfg)))
         except ConfigError as exc:
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
     return resolved
@@ -346,7 +406,9 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
             for p, flat in zip(paths, runs) if (p / "final.json").exists() or p.name in earlier]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides)
+    # a suite file of the user's is named as it was given, so the command line can be run again
+    command = name_or_path if Path(name_or_path).suffix in (".yaml", ".yml") else name
+    table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides, command)
     (out / "table.md").write_text(table)
     return table
 
@@ -374,13 +436,20 @@ def _differences(rows: list[dict]) -> str:
     return f" The runs differ beyond the grid in: {'; '.join(parts)}." if parts else ""
 
 
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text + "." if text and text[-1] not in ".!?" else text
+
+
 def _overridden(overrides: list[str] | None) -> str:
     """A sentence saying that the command's overrides replace what the description says of the
     same settings (a budget given as ``steps=12000`` beside a description of the suite's own)."""
-    if not overrides:
+    # how the runs were executed (threads=1) replaces nothing the text describes
+    shown = [o for o in overrides or [] if o.partition("=")[0].split(".")[0] not in EXECUTION_KEYS]
+    if not shown:
         return ""
     return (f" Set on the command line, in place of the suite's own values where the text above "
-            f"gives them: {', '.join(overrides)}.")
+            f"gives them: {', '.join(shown)}.")
 
 
 def _selection(rows: list[dict]) -> str:
@@ -393,7 +462,7 @@ def _selection(rows: list[dict]) -> str:
 
 
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1,
-               overrides: list[str] | None = None) -> str:
+               overrides: list[str] | None = None, command: str | None = None) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         setting = row.get("config") or row["overrides"]
@@ -406,10 +475,10 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
         head.append("paper")
     threads = {(row.get("config") or {}).get("threads") for row in rows}
     lines = [f"# Suite `{name}`", "",
-             f"Command: `metassl bench {name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
+             f"Command: `metassl bench {command or name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
              f"{''.join(' ' + o for o in overrides or [])}`; "
              f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
-             f"{suite.get('description', '').strip()}{_overridden(overrides)}", "",
+             f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", "",
              f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
              f"order), and the error at the last step beside it.{_differences(rows)}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -10,6 +10,7 @@ what is wrong with it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -254,3 +255,18 @@ def _check_label_range(name: str, what: str, y: np.ndarray, k: int, lowest: int 
             f"data: {name}: {what}[{i}] = {int(y[i])} is outside [{lowest}, {k}) "
             f"({k} classes; {bad.size} bad labels in all)"
         )
+
+
+def integer_names(names: Sequence[str]) -> bool:
+    """Whether every class name is an integer as Python writes it (``7``, ``-1``; not ``07``):
+    such names are ordered as numbers and load as integer labels, and no two of them stand for
+    the same number."""
+    return all(re.fullmatch(r"-?\d+", n) and str(int(n)) == n for n in names)
+
+
+def first_non_integer(y: np.ndarray) -> int | None:
+    """The index of the first float label that is not a whole number (NaN, inf, 0.5), or None."""
+    if not np.issubdtype(y.dtype, np.floating):
+        return None
+    bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+    return int(bad[0]) if bad.size else None

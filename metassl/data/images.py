@@ -9,7 +9,6 @@ integers and alphabetically otherwise.
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from metassl.data.arrays import ArrayDataset, from_arrays
+from metassl.data.arrays import ArrayDataset, from_arrays, integer_names
 from metassl.data.holdout import _say_held_out, holdout
 from metassl.errors import DataError
 
@@ -112,7 +111,7 @@ def _listing(names: Sequence[str], limit: int = 10) -> str:
 
 
 def _natural(names: Sequence[str]) -> list[str]:
-    if all(re.fullmatch(r"-?\d+", n) for n in names):
+    if integer_names(names):
         return sorted(names, key=int)
     return sorted(names)
 

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from metassl.data.arrays import ArrayDataset, as_images, from_arrays
+from metassl.data.arrays import ArrayDataset, as_images, first_non_integer, from_arrays
 from metassl.data.holdout import _hold_out_arrays
 from metassl.data.images import _first_line
 from metassl.data.vectors import check_vectors, from_vectors
@@ -90,11 +90,10 @@ def _npz_labels(path: Path, key: str, y: np.ndarray, lowest: int,
     if y.ndim != 1:
         raise DataError(f"data: {path} key {key!r} has shape {'x'.join(map(str, y.shape))}; "
                         "expected N labels")
-    if np.issubdtype(y.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
-        if bad.size:
-            raise DataError(f"data: {path} {key}[{bad[0]}] = {y[bad[0]]} is not a whole number")
-    elif not np.issubdtype(y.dtype, np.integer):
+    bad = first_non_integer(y)
+    if bad is not None:
+        raise DataError(f"data: {path} {key}[{bad}] = {y[bad]} is not a whole number")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise DataError(f"data: {path} key {key!r} holds {y.dtype}; expected integer labels")
     y = y.astype(np.int64)
     top = len(classes) if classes is not None else None

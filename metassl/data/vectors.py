@@ -38,20 +38,25 @@ class VectorEncoder(nn.Module):
         super().__init__()
         self.features = len(mean)
         self.side = max(MIN_IMAGE_SIZE, math.ceil(math.sqrt(self.features)))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        # float64: a feature far from 0 with a small spread (a timestamp) keeps its levels
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float64))
 
     @classmethod
     def fit(cls, x: np.ndarray) -> "VectorEncoder":
-        mean, std = x.mean(axis=0), x.std(axis=0)
+        # computed on each feature divided by its largest magnitude, so squares neither overflow
+        # (features near 1e160) nor underflow (near 1e-160)
+        scale = np.abs(x).max(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        mean, std = (x / scale).mean(axis=0) * scale, (x / scale).std(axis=0) * scale
         return cls(mean.tolist(), np.where(std > 0, std, 1.0).tolist())
 
     def info(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        z = ((v.float() - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
-        q = torch.round((z + self.CLIP) * (255.0 / (2 * self.CLIP)))
+        z = ((v.double() - self.mean) / self.std).clamp(-self.CLIP, self.CLIP)
+        q = torch.round((z + self.CLIP) * (255.0 / (2 * self.CLIP))).float()
         q = F.pad(q, (0, self.side * self.side - self.features))
         return q.reshape(-1, 1, self.side, self.side)
 
@@ -69,12 +74,6 @@ def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
     if len(bad):
         i, j = (int(v) for v in bad[0])
         raise DataError(f"data: {source} {what}[{i}, {j}] = {a[i, j]} is not a finite number")
-    # the encoder standardises in float32: a value beyond its range would become inf
-    big = np.argwhere(np.abs(a) > np.finfo(np.float32).max)
-    if len(big):
-        i, j = (int(v) for v in big[0])
-        raise DataError(f"data: {source} {what}[{i}, {j}] = {a[i, j]:g} is beyond float32's range (about 3.4e38), "
-                        "in which features are standardised; rescale the features")
     return a
 
 
@@ -86,12 +85,6 @@ def from_vectors(name: str, x: Any, y: Any, x_test: Any = None, y_test: Any = No
         x_test = check_vectors(name, "x_test", x_test)
         if x_test.shape[1] != x.shape[1]:
             raise DataError(f"data: {name}: x_test has {x_test.shape[1]} features but x has {x.shape[1]}")
-    std = x.std(axis=0)
-    small = np.flatnonzero((std > 0) & (std < np.finfo(np.float32).tiny))
-    if small.size:
-        j = int(small[0])
-        raise DataError(f"data: {name}: feature {j} of x varies by {std[j]:g} (its std), below float32's "
-                        "range (about 1.2e-38), in which features are standardised; rescale the features")
     encoder = VectorEncoder.fit(x)
 
     def encode(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:

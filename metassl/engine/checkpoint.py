@@ -75,14 +75,15 @@ def digest(tensors: list[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def rng_state() -> dict:
+def rng_state(cuda: bool = True) -> dict:
+    """The global generators' states; ``cuda`` False leaves CUDA's out (reading them starts CUDA)."""
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -91,7 +92,7 @@ def rng_state() -> dict:
 def preserved_rng() -> Iterator[None]:
     """Run the body with the global random generators (Python, numpy, torch, CUDA) restored after
     it to where they were, however it ends."""
-    saved = rng_state()
+    saved = rng_state(cuda=torch.cuda.is_initialized())
     try:
         yield
     finally:

@@ -38,13 +38,18 @@ class PseudoLabelConfig(MetaGradientConfig):
     t2_fraction: float = run_fraction(0.6)    # full weight from here on
     t2_steps: Optional[int] = step_count()
 
-    def __post_init__(self):
-        # Given in the same unit, the ramp's end must not come before its start.
-        for unit in ("steps", "fraction"):
-            t1, t2 = getattr(self, f"t1_{unit}"), getattr(self, f"t2_{unit}")
-            if t1 is not None and t2 is not None and t2 < t1:
-                raise ConfigError(f"config: pseudo_label.t2_{unit}={t2} comes before pseudo_label.t1_{unit}={t1}; "
-                                  "the ramp of the unlabeled weight starts at t1 and is full at t2")
+    def check(self, total_steps: int) -> None:
+        """A new run's ramp must not end before it starts (however each end is given)."""
+        t1, t2 = (run_length(self, name, total_steps) for name in ("t1", "t2"))
+        if t2 < t1:
+            given = {name: (f"{name}_steps={getattr(self, f'{name}_steps')}" if getattr(self, f"{name}_steps")
+                            is not None else f"{name}_fraction={getattr(self, f'{name}_fraction')}")
+                     for name in ("t1", "t2")}
+            exc = ConfigError(f"config: pseudo_label.{given['t2']} (step {t2}) comes before pseudo_label."
+                              f"{given['t1']} (step {t1}) in a run of {total_steps} steps; the unlabeled "
+                              "weight's ramp starts at t1 and is full at t2")
+            exc.key = f"pseudo_label.{given['t1'].split('=')[0]}"
+            raise exc
 
 
 @METHODS.register("pseudo_label")

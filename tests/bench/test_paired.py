@@ -77,6 +77,7 @@ def test_each_row_is_paired_with_supervised_and_its_parent_on_the_same_seeds_and
 def test_paired_t_needs_two_values_and_a_spread():
     assert paired.paired_t([-1.0]) is None
     assert paired.paired_t([-1.0, -1.0]) is None
+    assert paired.paired_t([0.27855154871940613, 0.2785530090332031]) is None  # float32 rounding, not spread
     t, p = paired.paired_t([-1.0, -2.0, -3.0])
     assert t == pytest.approx(-2.0 / (1.0 / math.sqrt(3)))
     assert 0 < p < 0.1

@@ -153,9 +153,13 @@ def test_a_finished_run_with_other_settings_is_refused_and_overrides_are_named(t
     out = tmp_path / "out"
     suites.run_suite(str(path), out, overrides=["steps=2"], only=["method=supervised", "seed=0"])
     table = (out / "table.md").read_text()
-    assert "Command: `metassl bench tiny --out DIR steps=2`" in table
+    assert f"Command: `metassl bench {path} --out DIR steps=2`" in table  # the file as given: runnable again
+    assert "tiny. Set on the command line" in table
     # the description states the suite's own budget; the table says the command replaced it
     assert "in place of the suite's own values where the text above gives them: steps=2." in table
+    # how the runs were executed replaces nothing the description says
+    assert suites._overridden(["threads=1", "steps=4"]).endswith("gives them: steps=4.")
+    assert suites._overridden(["threads=1", "eval_batch_size=64"]) == ""
     before = (out / "results.json").read_bytes()
     # the same directory under other settings: not a table of the old runs under the new name
     with pytest.raises(ConfigError, match=r"method=supervised,seed=0 \(finished; use another --out.*"
@@ -267,3 +271,49 @@ def test_a_worker_killed_from_outside_ends_the_suite_with_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert "worker process ended" in err.splitlines()[-1] and "Traceback" not in err
     assert all((r / "checkpoint.pt").exists() for r in runs)  # the resume point of each run
+
+
+BASE = {"dataset": "digits", "model": "mlp", "steps": 2}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"grid": {"method": ["supervised", "mixup"]}, "group_by": ["methd"]},
+     "group_by ['methd'] puts runs that differ in method into one row"),
+    ({"grid": {"method": ["supervised", "mixup"]}, "group_by": "method"}, "group_by must be a list of keys"),
+    ({"grid": {"method": ["supervised"]}, "seeds": [0, 0]}, "seeds must be a non-empty list of distinct integers"),
+    ({"grid": {"method": ["supervised"]}, "seeds": 3}, "seeds must be a non-empty list"),
+    ({"grid": {"method": ["supervised"]}, "seeds": []}, "seeds must be a non-empty list"),
+    ({"grid": {"method": ["supervised"], "seed": [0, 1]}}, "seeds go in the suite's seeds list"),
+    ({"runs": {"method": "mixup"}}, "runs must be a list of mappings"),
+    ({"runs": ["mixup"]}, "runs must be a list of mappings"),
+    ({"grid": ["supervised", "mixup"]}, "grid must be a mapping"),
+    ({"grid": {"method": ["supervised"]}, "base": [1, 2]}, "base must be a mapping"),
+    ({"grid": {"method": ["supervised"]}, "description": [1, 2]}, "description must be text"),
+    ({"grid": {"method": ["supervised"]}, "paper": [{"match": {"method": "supervised"}, "error": 1.0}]},
+     "paper must be a list of {match"),
+    ({"grid": {}}, "defines no runs"),
+    ({"grid": {"method": []}}, "its grid has an empty list of values"),
+])
+def test_a_malformed_suite_is_one_error_naming_the_file_and_key_before_training(tmp_path, extra, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, **extra}))
+    with pytest.raises(ConfigError) as err:
+        suites.run_suite(str(path), tmp_path / "out")
+    assert str(err.value).startswith(f"bench: {path}: ") and needle in str(err.value), str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_another_command_is_training_is_not_trained_twice(tmp_path):
+    from metassl.engine import rundir
+    from metassl.errors import MetasslError
+
+    path = write_suite(tmp_path)
+    out = tmp_path / "out"
+    held = out / "method=supervised,seed=0"
+    held.mkdir(parents=True)
+    with rundir.lock_run(held):  # as a second `metassl bench` on the same --out meets the first
+        with pytest.raises(MetasslError, match=r"method=supervised,seed=0 is in use by another metassl process \(pid"):
+            suites.run_suite(str(path), out, only=["method=supervised", "seed=0"])
+    assert not (held / "metrics.jsonl").exists()
+    suites.run_suite(str(path), out, only=["method=supervised", "seed=0"])  # free again: it trains
+    assert (held / "final.json").is_file()

@@ -306,6 +306,7 @@ def test_config_keys_reach_the_loader(tmp_path):
     # a saved config is read without that check; the loader still refuses the option
     cfg = config.resolve({"dataset": "npz", "svhn_extra": True})
     assert dataset_options(cfg) == {"svhn_extra": True, "test_fraction": 0.2}
+    assert "'svhn_extra'" in raises_one_line(ConfigError, load_dataset, "npz", "x.npz", **dataset_options(cfg))
     for bad, key in (("channels=2", "channels=2"), ("image_size=4", "image_size=4"),
                      ("imagenet_fraction=0", "imagenet_fraction=0")):
         with pytest.raises(ConfigError, match=key):
