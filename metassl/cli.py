@@ -103,6 +103,12 @@ def cmd_bench(args) -> int:
     from metassl.bench import speed, suites
 
     if args.suite == "speed":
+        ignored = [f"{o}" for o in (args.overrides or []) + (args.include or [])]
+        if ignored or args.only:
+            what = ignored[0] if ignored else "--only"
+            raise ConfigError(f"bench speed: {what} does not apply; speed takes its settings from its own options "
+                              "(--model, --batch-size, ...), a row's keys from --methods METHOD:key=value, "
+                              "and threads from OMP_NUM_THREADS")
         if args.dry_run:
             print("\n".join(speed.row_variants(args.methods)))
             return 0

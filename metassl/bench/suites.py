@@ -250,6 +250,9 @@ def parse_only(only: list[str] | None) -> dict[str, list]:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
             raise ConfigError(f"bench: --only {item!r}: expected key=value[,value...]")
+        if key in wanted:
+            raise ConfigError(f"bench: --only names {key} twice; give its values once, comma-separated "
+                              f"({key}=a,b)")
         wanted[key] = [config_mod.parse_overrides([f"v={v}"])["v"] for v in values.split(",")]
     return wanted
 
@@ -262,6 +265,12 @@ def select_runs(runs: list[dict], only: list[str] | None) -> list[dict]:
         if key not in keys:
             raise ConfigError(f"bench: --only {key}: not a key of this suite's runs; they vary "
                               f"{', '.join(sorted(keys))} (an override for every run goes before --only)")
+        have = {json.dumps(r.get(key)): r.get(key) for r in runs}
+        for value in wanted[key]:
+            if json.dumps(value) not in have:
+                shown = ", ".join("null" if v is None else str(v) for v in have.values())
+                raise ConfigError(f"bench: --only {key}={'null' if value is None else value}: no run of the suite "
+                                  f"has it (its runs have {key}: {shown})")
     picked = [r for r in runs if all(r.get(k) in vals for k, vals in wanted.items())]
     if not picked:
         raise ConfigError(f"bench: --only {' '.join(only or [])}: matches none of the suite's {len(runs)} runs")

@@ -90,6 +90,10 @@ def test_speed_dry_run_lists_the_rows_and_times_nothing(cli, tmp_path):
     assert not out.exists()
     bad = cli("bench", "speed", "--out", str(out), "--dry-run", "--methods", "mixup:alpah=1")
     assert bad.returncode == 2 and "alpah" in bad.stderr and "Traceback" not in bad.stderr
+    # a suite's key=value or --only would be silently ignored by the timings: refused
+    for extra in (["threads=1"], ["--only", "method=mixup"]):
+        bad = cli("bench", "speed", "--out", str(out), "--methods", "supervised", "--rounds", "2", *extra)
+        assert bad.returncode == 2 and "does not apply" in bad.stderr and not out.exists()
 
 
 def test_one_run_interleaves_a_top_level_setting_against_its_absence(tmp_path, monkeypatch):

@@ -115,8 +115,11 @@ def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_pa
     assert len(json.loads((out / "results.json").read_text())) == 4
     with pytest.raises(ConfigError, match="--only methd: not a key"):
         suites.run_suite(str(path), out, only=["methd=mixup"])
-    with pytest.raises(ConfigError, match="matches none"):
-        suites.run_suite(str(path), out, only=["method=vat"])
+    for only in (["method=vat"], ["method=supervised,vat"]):  # a value no run has is not dropped silently
+        with pytest.raises(ConfigError, match="--only method=vat: no run of the suite has it .*supervised, mixup"):
+            suites.run_suite(str(path), out, only=only)
+    with pytest.raises(ConfigError, match="--only names method twice"):
+        suites.run_suite(str(path), out, only=["method=supervised", "method=mixup"])
     with pytest.raises(ConfigError, match="expected key=value"):
         suites.run_suite(str(path), out, only=["method"])
 
