@@ -342,8 +342,10 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     return tabulate(name_or_path, out, jobs, include, overrides)
 
 
-# Keys that say how a run was executed, not what it computed: an included run may differ in them.
-EXECUTION_KEYS = ("data_root", "device", "threads", "tensorboard", "log_every", "checkpoint_every", "eval_batch_size")
+# Keys that say how a run was executed, not what it computed: an included run may differ in them
+# (the table names such a difference). channels_last is the memory layout of the same arithmetic.
+EXECUTION_KEYS = ("data_root", "device", "threads", "tensorboard", "log_every", "checkpoint_every", "eval_batch_size",
+                  "channels_last")
 
 
 def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.TrainConfig]],
@@ -352,7 +354,7 @@ def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.Train
     are runs of this suite, by run name; where files repeat a run, the first file's row. A row
     whose recorded config differs from the suite's for that run (beyond ``EXECUTION_KEYS``) is
     an error: it belongs to another experiment (another suite's run of the same name)."""
-    expected = {run_name(flat): flatten(config_mod.dump(cfg)) for flat, cfg in resolved}
+    expected = {run_name(flat): (flatten(config_mod.dump(cfg)), _inert(cfg)) for flat, cfg in resolved}
     rows: dict[str, dict] = {}
     for f in files:
         try:
@@ -370,15 +372,22 @@ def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.Train
         if data and not mine:
             raise ConfigError(f"bench: --include {f}: none of its {len(data)} runs is a run of suite {suite}")
         for r in mine:
-            _same_experiment(expected[r["name"]], r.get("config") or {}, f"--include {f}: run {r['name']}", suite)
+            want, inert = expected[r["name"]]
+            _same_experiment(want, r.get("config") or {}, f"--include {f}: run {r['name']}", suite, inert)
             rows.setdefault(r["name"], r)
     return rows
 
 
-def _same_experiment(want: dict, got: dict, what: str, suite: str) -> None:
+def _inert(cfg: config_mod.TrainConfig) -> set[str]:
+    """The flat keys of ``cfg``'s method section that change nothing in its setting."""
+    keys = getattr(cfg.method_cfg, "inert_keys", lambda: ())()
+    return {f"{cfg.method}.{k}" for k in keys}
+
+
+def _same_experiment(want: dict, got: dict, what: str, suite: str, inert: set[str] = frozenset()) -> None:
     """A one-line error unless the flat configs ``got`` (how a run was trained) and ``want`` (the
-    suite's) agree on every key they share beyond ``EXECUTION_KEYS``."""
-    for key in sorted(set(want) & set(got) - set(EXECUTION_KEYS)):
+    suite's) agree on every key they share beyond ``EXECUTION_KEYS`` and the ``inert`` ones."""
+    for key in sorted(set(want) & set(got) - set(EXECUTION_KEYS) - inert):
         if json.dumps(want[key]) != json.dumps(got[key]):
             raise ConfigError(f"bench: {what} was trained with {key}={json.dumps(got[key])}, "
                               f"suite {suite} has {key}={json.dumps(want[key])}")
@@ -395,7 +404,7 @@ def check_finished(out: Path, resolved: list[tuple[dict, config_mod.TrainConfig]
         if (path / "final.json").exists() and (path / "config.yaml").is_file():
             # compared as results.json records it (tabulate), so a config of an older version never fails to load
             _same_experiment(flatten(config_mod.dump(cfg)), flatten(config_mod.load_yaml(path / "config.yaml")),
-                             f"{path} (finished; use another --out for other settings)", suite)
+                             f"{path} (finished; use another --out for other settings)", suite, _inert(cfg))
 
 
 def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | None = None,

@@ -113,6 +113,11 @@ class MetaStepConfig:
     meta_lr: Optional[float] = bounded(None, 0.0)       # η of the look-ahead; null: the current lr
     scale: Literal["pair", "batch"] = "pair"            # Eq. 10's gradient per pair, or of the batch mean
 
+    def inert_keys(self) -> tuple[str, ...]:
+        """Keys that change nothing in this setting: the difference's form and radius with the
+        exact gradient (a run's results compare across them)."""
+        return ("directional", "fd_radius") if self.grad == "exact" else ()
+
 
 @dataclass
 class MetaLamConfig(MetaStepConfig):

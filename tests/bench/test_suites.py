@@ -320,3 +320,30 @@ def test_a_run_another_command_is_training_is_not_trained_twice(tmp_path):
     assert not (held / "metrics.jsonl").exists()
     suites.run_suite(str(path), out, only=["method=supervised", "seed=0"])  # free again: it trains
     assert (held / "final.json").is_file()
+
+
+def test_an_included_row_may_differ_in_layout_and_in_keys_its_setting_does_not_use(tmp_path):
+    """channels_last is how the arithmetic was laid out; a MetaMixUp run with the exact gradient does
+    not use the first-order difference's form: neither stops --include; a used key does."""
+    suite = {"base": {"dataset": "digits", "model": "mlp", "steps": 2}, "grid": {"method": ["metamixup"]},
+             "seeds": [0]}
+    path = write_suite(tmp_path, suite)
+    rows = [{"name": "method=metamixup,seed=0", "overrides": {"method": "metamixup", "seed": 0},
+             "test_error": 5.0, "steps": 2, "wall_seconds": 1.0,
+             "config": {**{k: v for k, v in suites.flatten(suites.config_mod.dump(cfg)).items()},
+                        "channels_last": True, "metamixup.directional": "fd"}}
+            for _, cfg in suites.resolve_runs("tiny", suite)]
+    (tmp_path / "old.json").write_text(json.dumps(rows))
+    suites.tabulate(str(path), tmp_path / "out", include=[tmp_path / "old.json"])
+    assert json.loads((tmp_path / "out" / "results.json").read_text())[0]["test_error"] == 5.0
+    rows[0]["config"]["metamixup.alpha"] = 1.0  # a key the setting uses: another experiment
+    (tmp_path / "old.json").write_text(json.dumps(rows))
+    with pytest.raises(ConfigError, match="trained with metamixup.alpha=1.0, suite tiny has metamixup.alpha=5.0"):
+        suites.tabulate(str(path), tmp_path / "out", include=[tmp_path / "old.json"])
+    # with the first-order gradient the difference's form is used: a row that differs in it is refused
+    first = {"base": {**suite["base"], "metamixup": {"grad": "first_order"}}, "grid": suite["grid"], "seeds": [0]}
+    path = write_suite(tmp_path, first)
+    rows[0]["config"].update({"metamixup.alpha": 5.0, "metamixup.grad": "first_order"})
+    (tmp_path / "old.json").write_text(json.dumps(rows))
+    with pytest.raises(ConfigError, match="trained with metamixup.directional=\"fd\""):
+        suites.tabulate(str(path), tmp_path / "out2", include=[tmp_path / "old.json"])
