@@ -327,7 +327,15 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     if out is not None:
         check_finished(out, [(f, c) for f, c in resolved if run_name(f) in chosen], name)
     if dry_run:
-        return "\n".join(run_name(f) for f in runs if run_name(f) in chosen)
+        def state(name: str) -> str:  # what the command would do with the run
+            if name in earlier:
+                return f"{name} (included, not trained)"
+            if out is not None and (out / name / "final.json").exists():
+                return f"{name} (finished, not trained)"
+            if out is not None and (out / name / "checkpoint.pt").exists():
+                return f"{name} (resumed)"
+            return name
+        return "\n".join(state(run_name(f)) for f in runs if run_name(f) in chosen)
     out.mkdir(parents=True, exist_ok=True)
     # A run an included file holds is finished: it is tabulated from there, not trained again.
     pending = [(out / run_name(flat), cfg) for flat, cfg in resolved

@@ -259,7 +259,12 @@ def setting(row: dict, varying: list[str], *, with_labels: bool = True) -> str:
     parts = [str(row.get("method"))]
     if with_labels:
         parts.append(labels_text(row.get("labels_per_class")))
-    parts += [f"{k}={(row.get('overrides') or {}).get(k)}" for k in varying]
+    # the value the run trained with (its config), not the grid's absent entry; a key the run's
+    # method does not have is left out
+    config, overrides = row.get("config") or {}, row.get("overrides") or {}
+    for k in varying:
+        if k in config or k in overrides:
+            parts.append(f"{k}={json.dumps(config[k] if k in config else overrides[k])}")
     return ", ".join(parts)
 
 

@@ -85,6 +85,14 @@ def test_dry_run_and_bad_suites(tmp_path):
     assert names == ["method=supervised,seed=0", "method=supervised,seed=1", "method=mixup,seed=0",
                      "method=mixup,seed=1"]
     assert not (tmp_path / "o").exists()
+    # a run the command would not train is marked so
+    done, started = tmp_path / "o" / "method=supervised,seed=0", tmp_path / "o" / "method=mixup,seed=1"
+    for d, f in ((done, "final.json"), (started, "checkpoint.pt")):
+        d.mkdir(parents=True)
+        (d / f).write_text("{}")
+    names = suites.run_suite(str(write_suite(tmp_path)), tmp_path / "o", dry_run=True).splitlines()
+    assert names == ["method=supervised,seed=0 (finished, not trained)", "method=supervised,seed=1",
+                     "method=mixup,seed=0", "method=mixup,seed=1 (resumed)"]
     with pytest.raises(ConfigError, match="unknown key 'gird'"):
         suites.run_suite(str(write_suite(tmp_path, {**SUITE, "gird": {}})), tmp_path / "o")
     bad = {**SUITE, "base": {**SUITE["base"], "stepz": 3}}

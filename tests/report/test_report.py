@@ -219,3 +219,17 @@ def test_pair_snapshots_spread_over_training_and_skip_empty_evaluations():
                             [np.full((3, 3), 0.5)] * 10, counts, np.zeros((0, 3)))
     assert lam_mod.snapshots(log) == [1, 4, 6, 9]
     assert log.baseline_alpha == lam_mod.DEFAULT_ALPHA
+
+
+def test_a_setting_is_labelled_with_the_value_its_runs_trained_with():
+    from metassl.report.build import setting
+
+    rows = [{"method": "fixmatch", "labels_per_class": 10, "overrides": {"method": "fixmatch"},
+             "config": {"fixmatch.meta_gradient": False}},
+            {"method": "fixmatch", "labels_per_class": 10,
+             "overrides": {"method": "fixmatch", "fixmatch.meta_gradient": True}, "config": {"fixmatch.meta_gradient": True}},
+            {"method": "supervised", "labels_per_class": 10, "overrides": {"method": "supervised"}, "config": {}}]
+    varying = varying_keys(rows)
+    assert varying == ["fixmatch.meta_gradient"]
+    labels = [setting(r, varying, with_labels=False) for r in rows]
+    assert labels == ["fixmatch, fixmatch.meta_gradient=false", "fixmatch, fixmatch.meta_gradient=true", "supervised"]
