@@ -311,6 +311,11 @@ def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> 
             config_mod.check_new(cfg)
             resolved.append((flat, config_mod.anchored(cfg)))
         except ConfigError as exc:
+            key = getattr(exc, "key", None)
+            if (key and key not in flat and config_mod._holds(suite.get("base") or {}, key)
+                    and not config_mod._holds(config_mod.parse_overrides(overrides or []), key)):
+                # the suite's base section, the same for every run: named as the file's key
+                raise ConfigError(f"bench: suite {name}: base.{key}: {str(exc).removeprefix('config: ')}") from None
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
     return resolved
 

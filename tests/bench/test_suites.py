@@ -96,8 +96,11 @@ def test_dry_run_and_bad_suites(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'gird'"):
         suites.run_suite(str(write_suite(tmp_path, {**SUITE, "gird": {}})), tmp_path / "o")
     bad = {**SUITE, "base": {**SUITE["base"], "stepz": 3}}
-    with pytest.raises(ConfigError, match="'stepz'"):
+    with pytest.raises(ConfigError, match="bench: suite tiny: base.stepz: unknown key 'stepz'"):
         suites.run_suite(str(write_suite(tmp_path, bad)), tmp_path / "o")
+    # a bad value from the command line is named as the run's, not as the file's base
+    with pytest.raises(ConfigError, match=r"run method=supervised,seed=0: config: lr=-1.0 is out of range"):
+        suites.run_suite(str(write_suite(tmp_path)), tmp_path / "o", overrides=["lr=-1"])
     with pytest.raises(ConfigError, match="no suite 'nope'"):
         suites.run_suite("nope", tmp_path / "o")
 
