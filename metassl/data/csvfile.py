@@ -247,6 +247,12 @@ def read_table_vectors(path: Path, features: int, columns: Optional[Sequence[str
         first = next((row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)), [])
     except csv.Error:
         first = []  # _table_rows names the line
+    cells = [c.strip() for c in first]
+    if layout is None and columns and set(columns) <= set(cells):
+        # the training header's names: a header, whatever its next row holds (_table_rows names a bad cell)
+        lower = [c.lower() for c in cells]
+        layout = (cells, lower.index("label") if "label" in lower else None,
+                  lower.index("split") if "split" in lower else None)
     if layout is None:
         if features == 1 and len(first) == 1 and _is_number(first[0].strip()):
             layout = (None, 0, None)  # a lone column of numbers: the feature

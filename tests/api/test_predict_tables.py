@@ -94,6 +94,8 @@ def test_tables_of_any_column_order_and_npz_rows_predict_as_the_classifier_does(
     (["f1", "f2"], [[1, 2]], "has no column 'f3' (run {run} was trained on the columns f1, f2, f3)"),
     (["f2", "f3", "f1", "f1"], [[1, 2, 3, 4]], "names the column 'f1' twice"),
     (["f1", "f2", "f3"], [[1, 2, 3], [4, "nan", 6]], "line 3 column 'f2': 'nan' is not a finite number"),
+    # the first data row too: the training header's names make the first line a header
+    (["f3", "label", "f1", "f2"], [[1, "a", "x", 3]], "line 2 column 'f1': 'x' is not a finite number"),
     (None, [[1, 2, 3, 4, 5]], "has 5 columns, read as 4 features and a label; run {run} takes 3 features per row"),
     (None, [[1, 2]], "has 2 columns, read as 1 feature and a label; run {run} takes 3 features per row"),
     (["path", "label"], [["a.png", "cat"]], "is not a table of numbers"),
