@@ -335,3 +335,27 @@ def test_a_pseudo_label_ramp_that_ends_before_it_starts_is_refused(keys, needle,
         config.load_config(path, [])
     # a saved run's config is read without the check
     assert config.resolve({"method": "pseudo_label", "pseudo_label": {"t1_fraction": 0.7}}).method_cfg.t1_fraction == 0.7
+
+
+def test_weights_of_another_run_are_refused_and_old_weights_still_load(cli, tmp_path):
+    import torch
+
+    from metassl import SSLClassifier
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli("train", "--out", str(a), *RUN, "steps=2", "eval_every=2", "lr=0.1", check=True)
+    cli("train", "--out", str(b), *RUN, "steps=2", "eval_every=2", check=True)
+    good = (b / "best.pt").read_bytes()
+    (b / "best.pt").write_bytes((a / "best.pt").read_bytes())  # same shapes, another run's weights
+    for proc in (cli("eval", str(b)), cli("predict", str(b), str(tmp_path), "--out", str(tmp_path / "p.csv"))):
+        _one_error(proc, f"{b / 'best.pt'} belongs to another run", "lr=0.1", "lr=0.05")
+    with pytest.raises(Exception, match="belongs to another run"):
+        SSLClassifier.load(b)
+    # weights written before they recorded their run load as before
+    state = torch.load(a / "best.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, b / "best.pt")
+    assert cli("eval", str(b)).returncode == 0
+    (b / "best.pt").write_bytes(good)
+    assert SSLClassifier.load(b).save(tmp_path / "copy").joinpath("best.pt").is_file()
+    assert cli("eval", str(b)).returncode == 0

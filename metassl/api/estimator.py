@@ -281,8 +281,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
     def _write(self, path: Path) -> None:
         rundir.write_config(path, self.cfg_)
         state = {k: v.cpu() for k, v in self.model_.model.state_dict().items()}
-        ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step_, "model": state},
-                         path / "best.pt")
+        ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step_, "model": state,
+                          **rundir.identity(self.cfg_)}, path / "best.pt")
         write_data_info(path, self.info_)
         if self.final_ is not None:
             (path / "final.json").write_text(json.dumps(self.final_, indent=2) + "\n")

@@ -75,6 +75,7 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
     cfg = rundir.load_run_config(run)
     info = load_data_info(run)
     state = ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)
+    rundir.check_written_by(run / "best.pt", state, cfg)
     classifier = build_classifier(cfg, info, state["model"], run / "best.pt").to(device)
     return LoadedRun(classifier, info, cfg, int(state.get("step", 0)))
 

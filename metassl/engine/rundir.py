@@ -17,7 +17,7 @@ from metassl.config import TrainConfig
 from metassl.engine import checkpoint as ckpt
 from metassl.engine.evaluate import error_rate
 from metassl.engine.setup import RunSetup, build
-from metassl.errors import CheckpointError, ConfigError
+from metassl.errors import CheckpointError, ConfigError, MetasslError
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
@@ -229,6 +229,32 @@ def _cannot_change(key: str, run: dict) -> None:
                       f"{', '.join(sorted(RESUMABLE_KEYS))} can")
 
 
+def identity(cfg: TrainConfig) -> dict:
+    """What a checkpoint or weights file records of the run that wrote it (`check_written_by`)."""
+    return {"config": yaml.safe_dump(config_mod.dump(cfg))}
+
+
+def check_written_by(path: Path, state: dict, cfg: TrainConfig) -> None:
+    """Refuse the weights or checkpoint ``state`` (read from ``path``) unless the run that wrote it
+    had ``cfg`` (less the keys a resume may change). Weights that record no config (written
+    before they did) pass."""
+    if "config" not in state:
+        return
+    try:
+        theirs = config_mod.dump(config_mod.resolve(yaml.safe_load(state["config"]) or {}))
+    except (TypeError, AttributeError, yaml.YAMLError, MetasslError) as exc:
+        text = str(exc).strip()
+        raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "
+                              f"({text.splitlines()[0] if text else type(exc).__name__})") from None
+    ours, theirs = config_mod.flatten(config_mod.dump(cfg)), config_mod.flatten(theirs)
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        if key.split(".")[0] in NOT_IDENTITY_KEYS or ours.get(key) == theirs.get(key):
+            continue
+        mine, its = (f"{key}={tree[key]!r}" if key in tree else f"no {key}" for tree in (ours, theirs))
+        raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written with "
+                              f"{its}, this run has {mine}")
+
+
 def load_run(path: Path, weights: str = "selected", device: str | None = None,
              data_root: str | None = None) -> tuple[RunSetup, int]:
     """A run's data, split and model with its saved weights loaded (the validation-selected
@@ -242,6 +268,7 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
         raise CheckpointError(f"run: {path} holds no split.json")
     if weights == "selected":
         state = ckpt.load(path / "best.pt", ckpt.WEIGHTS_FORMAT)
+        check_written_by(path / "best.pt", state, cfg)
         model_state, step = state["model"], state["step"]
     else:
         state = ckpt.load(path / "checkpoint.pt")

@@ -10,7 +10,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import yaml
 
 from metassl import config as config_mod
 from metassl.config import TrainConfig
@@ -37,11 +36,6 @@ class Interrupted(MetasslError):
     def __init__(self, step: int, run_dir: Path):
         super().__init__(f"interrupted at step {step}; checkpoint saved, continue with "
                          f"'metassl train --resume {run_dir}'")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def seed_everything(seed: int) -> None:
@@ -214,7 +208,7 @@ class Trainer:
             "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
                          "train_seconds": self.train_seconds, "images": self.images,
                          "compile": self.compile_seconds()},
-            "config": yaml.safe_dump(config_mod.dump(self.cfg)), "split": self.split_digest,
+            **rundir.identity(self.cfg), "split": self.split_digest,
             "interval": {"sums": {k: v.detach().cpu() for k, v in self.interval.items()},
                          "count": self.interval_count},
         }
@@ -224,7 +218,8 @@ class Trainer:
     def _save_selected(self) -> None:
         if self.writes:
             ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step,
-                              "model": self.eval_model.state_dict()}, self.run_dir / "best.pt")
+                              "model": self.eval_model.state_dict(), **rundir.identity(self.cfg)},
+                             self.run_dir / "best.pt")
 
     def cpu_seconds(self) -> float:
         return self.cpu + time.process_time() - self._cpu_mark
@@ -271,18 +266,9 @@ class Trainer:
     def _check_identity(self, path: Path, state: dict) -> None:
         """Refuse a checkpoint written by another run: its config (less the keys a resume may
         change) and its split must be this run's."""
-        try:
-            theirs = config_mod.dump(config_mod.resolve(yaml.safe_load(state["config"]) or {}))
-        except (KeyError, TypeError, AttributeError, yaml.YAMLError, MetasslError) as exc:
-            raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "
-                                  f"({_first_line(exc)})") from None
-        ours, theirs = config_mod.flatten(config_mod.dump(self.cfg)), config_mod.flatten(theirs)
-        for key in list(ours) + [k for k in theirs if k not in ours]:
-            if key.split(".")[0] in rundir.NOT_IDENTITY_KEYS or ours.get(key) == theirs.get(key):
-                continue
-            mine, its = (f"{key}={tree[key]!r}" if key in tree else f"no {key}" for tree in (ours, theirs))
-            raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written with "
-                                  f"{its}, this run has {mine}")
+        if "config" not in state:
+            raise CheckpointError(f"checkpoint: {path} does not say which run wrote it (it holds no config)")
+        rundir.check_written_by(path, state, self.cfg)
         if state.get("split", self.split_digest) != self.split_digest:
             raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written for "
                                   f"another split than {self.run_dir / 'split.json'}")
