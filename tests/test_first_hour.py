@@ -359,3 +359,7 @@ def test_weights_of_another_run_are_refused_and_old_weights_still_load(cli, tmp_
     (b / "best.pt").write_bytes(good)
     assert SSLClassifier.load(b).save(tmp_path / "copy").joinpath("best.pt").is_file()
     assert cli("eval", str(b)).returncode == 0
+    # the last checkpoint's weights likewise
+    assert cli("eval", str(b), "--weights", "last").returncode == 0
+    (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())
+    _one_error(cli("eval", str(b), "--weights", "last"), f"{b / 'checkpoint.pt'} belongs to another run")

@@ -272,6 +272,7 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
         model_state, step = state["model"], state["step"]
     else:
         state = ckpt.load(path / "checkpoint.pt")
+        check_written_by(path / "checkpoint.pt", state, cfg)
         model_state, step = state["ema"] or state["model"], state["step"]
     s = build(cfg, path, reuse_split=True)
     try:
