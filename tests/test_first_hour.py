@@ -276,7 +276,7 @@ def test_a_loaded_classifier_saved_back_where_it_came_from_changes_nothing(cli, 
 
 
 @pytest.mark.parametrize("key", ["image_size=16", "channels=3", "test_fraction=0.5", "imagenet_fraction=0.5",
-                                 "svhn_extra=true"])
+                                 "svhn_extra=true", 'data_root="/tmp"'])
 def test_a_data_key_that_the_dataset_does_not_read_is_refused(cli, tmp_path, key):
     proc = cli("train", "--out", str(tmp_path / "run"), *RUN, key)
     assert proc.returncode == 2

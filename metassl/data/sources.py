@@ -35,6 +35,8 @@ from metassl.errors import ConfigError
 
 DATASETS = ("digits", "signals", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn",
             "imagefolder", "csv", "npz", "imagenet", "arrays")
+# Made here, from no files: data_root means nothing to them.
+BUILT_IN = ("digits", "signals", "arrays")
 # The user's own files; their options are config keys (see `dataset_options`).
 FILE_DATASETS = ("imagefolder", "csv", "npz", "imagenet")
 
@@ -121,7 +123,8 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
 
 def key_datasets() -> dict[str, tuple[str, ...]]:
     """Each data key of TrainConfig and the datasets that read it."""
-    keys: dict[str, tuple[str, ...]] = {"svhn_extra": ("svhn",)}
+    keys: dict[str, tuple[str, ...]] = {"svhn_extra": ("svhn",),
+                                        "data_root": tuple(d for d in DATASETS if d not in BUILT_IN)}
     for name, options in OPTIONS.items():
         for key in options:
             keys[key] = keys.get(key, ()) + (name,)
