@@ -439,23 +439,27 @@ def _check_schedule(s: ScheduleConfig) -> None:
         raise ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie in [0, 1]")
 
 
-def check_new(cfg: TrainConfig) -> None:
+def check_new(cfg: TrainConfig, *, in_suite: bool = False) -> None:
     """The checks of a new run's config beyond each value's own: a saved run's config is read
-    without them, so that a run trained under looser rules stays readable."""
+    without them, so that a run trained under looser rules stays readable. ``in_suite``: a
+    suite's runs share one ``data_root`` (where the machine keeps its data), used by those that
+    read files."""
     _check_schedule(cfg.schedule)
-    check_data_keys(cfg)
+    check_data_keys(cfg, skip=("data_root",) if in_suite else ())
     check = getattr(cfg.method_cfg, "check", None)
     if check is not None:
         check(cfg.steps)
 
 
-def check_data_keys(cfg: TrainConfig) -> None:
+def check_data_keys(cfg: TrainConfig, skip: tuple[str, ...] = ()) -> None:
     """A data key set away from its default for a dataset that does not read it is an error, not
     a setting recorded in config.yaml that changed nothing."""
     from metassl.data.sources import key_datasets
 
     defaults = TrainConfig()
     for key, datasets in key_datasets().items():
+        if key in skip:
+            continue
         value = getattr(cfg, key)
         if value != getattr(defaults, key) and cfg.dataset not in datasets:
             exc = ConfigError(f"config: {key}={json.dumps(value)} does not apply to dataset={cfg.dataset}; it applies to "

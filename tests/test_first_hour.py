@@ -357,8 +357,14 @@ def test_weights_of_another_run_are_refused_and_old_weights_still_load(cli, tmp_
     torch.save(state, b / "best.pt")
     assert cli("eval", str(b)).returncode == 0
     (b / "best.pt").write_bytes(good)
-    assert SSLClassifier.load(b).save(tmp_path / "copy").joinpath("best.pt").is_file()
+    copy = SSLClassifier.load(b).save(tmp_path / "copy")
+    assert SSLClassifier.load(copy).predict(np.zeros((2, 1, 8, 8), np.float32)).shape == (2,)
     assert cli("eval", str(b)).returncode == 0
+    # weights fit on another split of the same config
+    state = torch.load(b / "best.pt", weights_only=True)
+    torch.save({**state, "split": "0" * 64}, b / "best.pt")
+    _one_error(cli("eval", str(b)), f"{b / 'best.pt'} belongs to another run", "another split")
+    (b / "best.pt").write_bytes(good)
     # the last checkpoint's weights likewise
     assert cli("eval", str(b), "--weights", "last").returncode == 0
     (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())

@@ -307,17 +307,32 @@ def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> 
         for key, value in flat.items():
             raw = config_mod.merge(raw, config_mod.parse_overrides([f"{key}={json.dumps(value)}"]))
         try:
-            cfg = config_mod.resolve(raw)
-            config_mod.check_new(cfg)
-            resolved.append((flat, config_mod.anchored(cfg)))
+            resolved.append((flat, config_mod.anchored(_resolve_new(raw))))
         except ConfigError as exc:
             key = getattr(exc, "key", None)
-            if (key and key not in flat and config_mod._holds(suite.get("base") or {}, key)
-                    and not config_mod._holds(config_mod.parse_overrides(overrides or []), key)):
-                # the suite's base section, the same for every run: named as the file's key
+            if (key and config_mod._holds(suite.get("base") or {}, key)
+                    and not config_mod._holds(config_mod.parse_overrides(overrides or []), key)
+                    and _fails_on(own_sections(suite.get("base") or {}, flat.get("method", base.get(
+                        "method", config_mod.TrainConfig.method))), key)):
+                # the suite's base section fails on its own: named as the file's key
                 raise ConfigError(f"bench: suite {name}: base.{key}: {str(exc).removeprefix('config: ')}") from None
             raise ConfigError(f"bench: suite {name}, run {run_name(flat)}: {exc}") from None
     return resolved
+
+
+def _resolve_new(raw: dict) -> config_mod.TrainConfig:
+    cfg = config_mod.resolve(raw)
+    config_mod.check_new(cfg, in_suite=True)
+    return cfg
+
+
+def _fails_on(raw: dict, key: str) -> bool:
+    """Whether ``raw`` alone fails with an error about ``key``."""
+    try:
+        _resolve_new(raw)
+    except ConfigError as exc:
+        return getattr(exc, "key", None) == key
+    return False
 
 
 def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides: list[str] | None = None,

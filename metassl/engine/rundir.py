@@ -229,6 +229,11 @@ def _cannot_change(key: str, run: dict) -> None:
                       f"{', '.join(sorted(RESUMABLE_KEYS))} can")
 
 
+def split_digest(s: RunSetup) -> str:
+    """A digest of the run's labeled, validation and unlabeled indices (what its weights were fit on)."""
+    return ckpt.digest([s.split.labeled, s.split.val, s.split.unlabeled])
+
+
 def identity(cfg: TrainConfig) -> dict:
     """What a checkpoint or weights file records of the run that wrote it (`check_written_by`)."""
     return {"config": yaml.safe_dump(config_mod.dump(cfg))}
@@ -242,7 +247,7 @@ def check_written_by(path: Path, state: dict, cfg: TrainConfig) -> None:
         return
     try:
         theirs = config_mod.dump(config_mod.resolve(yaml.safe_load(state["config"]) or {}))
-    except (TypeError, AttributeError, yaml.YAMLError, MetasslError) as exc:
+    except (TypeError, ValueError, AttributeError, yaml.YAMLError, MetasslError) as exc:
         text = str(exc).strip()
         raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "
                               f"({text.splitlines()[0] if text else type(exc).__name__})") from None
@@ -266,15 +271,15 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
                               "disk to evaluate on; use metassl predict, or SSLClassifier.score")
     if not (path / "split.json").is_file():
         raise CheckpointError(f"run: {path} holds no split.json")
-    if weights == "selected":
-        state = ckpt.load(path / "best.pt", ckpt.WEIGHTS_FORMAT)
-        check_written_by(path / "best.pt", state, cfg)
-        model_state, step = state["model"], state["step"]
-    else:
-        state = ckpt.load(path / "checkpoint.pt")
-        check_written_by(path / "checkpoint.pt", state, cfg)
-        model_state, step = state["ema"] or state["model"], state["step"]
+    source = path / ("best.pt" if weights == "selected" else "checkpoint.pt")
+    state = ckpt.load(source, ckpt.WEIGHTS_FORMAT if weights == "selected" else ckpt.FORMAT)
+    check_written_by(source, state, cfg)
+    model_state = state["model"] if weights == "selected" else state["ema"] or state["model"]
+    step = state["step"]
     s = build(cfg, path, reuse_split=True)
+    if state.get("split", split_digest(s)) != split_digest(s):
+        raise CheckpointError(f"checkpoint: {source} belongs to another run: it was written for another split "
+                              f"than {path / 'split.json'}")
     try:
         s.model.load_state_dict(model_state)
     except RuntimeError as exc:

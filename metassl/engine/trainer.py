@@ -102,7 +102,7 @@ class Trainer:
         self.ckpt_step: Optional[int] = None
         self.interval: dict[str, torch.Tensor] = {}  # loss sums since the last evaluation
         self.interval_count = 0
-        self.split_digest = ckpt.digest([s.split.labeled, s.split.val, s.split.unlabeled])
+        self.split_digest = rundir.split_digest(s)
         if resume:
             self._restore()
         if self.writes:
@@ -218,7 +218,8 @@ class Trainer:
     def _save_selected(self) -> None:
         if self.writes:
             ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step,
-                              "model": self.eval_model.state_dict(), **rundir.identity(self.cfg)},
+                              "model": self.eval_model.state_dict(), **rundir.identity(self.cfg),
+                              "split": self.split_digest},
                              self.run_dir / "best.pt")
 
     def cpu_seconds(self) -> float:

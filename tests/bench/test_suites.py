@@ -99,8 +99,19 @@ def test_dry_run_and_bad_suites(tmp_path):
     with pytest.raises(ConfigError, match="bench: suite tiny: base.stepz: unknown key 'stepz'"):
         suites.run_suite(str(write_suite(tmp_path, bad)), tmp_path / "o")
     # a bad value from the command line is named as the run's, not as the file's base
+    with_lr = {**SUITE, "base": {**SUITE["base"], "lr": 0.1}}
     with pytest.raises(ConfigError, match=r"run method=supervised,seed=0: config: lr=-1.0 is out of range"):
-        suites.run_suite(str(write_suite(tmp_path)), tmp_path / "o", overrides=["lr=-1"])
+        suites.run_suite(str(write_suite(tmp_path, with_lr)), tmp_path / "o", overrides=["lr=-1"])
+    # a base value that fails only with a run's grid values is named with the run
+    ramp = {"base": {**SUITE["base"], "steps": 1000, "method": "pseudo_label", "pseudo_label": {"t1_steps": 500}},
+            "grid": {"steps": [400, 5000]}}
+    with pytest.raises(ConfigError, match=r"suite tiny, run steps=400,seed=0: config: pseudo_label.t2_fraction"):
+        suites.run_suite(str(write_suite(tmp_path, ramp)), tmp_path / "o")
+    # one data_root for a suite whose runs read files and built-in data alike
+    mixed = {"base": SUITE["base"], "grid": {"dataset": ["digits", "npz"]}}
+    assert suites.run_suite(str(write_suite(tmp_path, mixed)), None, dry_run=True,
+                            overrides=["data_root=/somewhere/d.npz"]).split() == ["dataset=digits,seed=0",
+                                                                                  "dataset=npz,seed=0"]
     with pytest.raises(ConfigError, match="no suite 'nope'"):
         suites.run_suite("nope", tmp_path / "o")
 
