@@ -20,10 +20,10 @@ from metassl import config as config_mod
 from metassl.api.inference import Classifier, LoadedRun, load_run
 from metassl.data.arrays import ArrayDataset, as_images, first_non_integer, from_arrays, integer_names
 from metassl.data.runinfo import data_info, write_data_info
+from metassl.data.sources import key_datasets
 from metassl.data.vectors import from_vectors
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
-from metassl.data.sources import key_datasets
 from metassl.engine.setup import pick_device
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, DataError
@@ -295,7 +295,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         dumped = config_mod.dump(run.cfg)
         # the data keys of a run trained on files (image_size, test_fraction, ...) describe how
         # its data was read; the estimator's own data are arrays
-        config = {k: v for k, v in dumped.items() if k not in _OWNED and k not in key_datasets()}
+        data_keys = key_datasets()
+        config = {k: v for k, v in dumped.items() if k not in _OWNED and k not in data_keys}
         est = cls(method=run.cfg.method, model=run.cfg.model, steps=run.cfg.steps, **config)
         final = path / "final.json"
         est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)

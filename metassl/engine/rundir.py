@@ -234,9 +234,18 @@ def split_digest(s: RunSetup) -> str:
     return ckpt.digest([s.split.labeled, s.split.val, s.split.unlabeled])
 
 
-def identity(cfg: TrainConfig) -> dict:
-    """What a checkpoint or weights file records of the run that wrote it (`check_written_by`)."""
-    return {"config": yaml.safe_dump(config_mod.dump(cfg))}
+def identity(cfg: TrainConfig, split: str | None = None) -> dict:
+    """What a checkpoint or weights file records of the run that wrote it: its config and, where
+    known, its split's digest (`check_written_by`, `check_split`)."""
+    return {"config": yaml.safe_dump(config_mod.dump(cfg)), **({"split": split} if split else {})}
+
+
+def check_split(path: Path, state: dict, digest: str, split_file: Path) -> None:
+    """Refuse ``state`` (read from ``path``) if it records a split other than ``digest``, that of
+    ``split_file``; state that records none passes."""
+    if state.get("split", digest) != digest:
+        raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written for another split "
+                              f"than {split_file}")
 
 
 def check_written_by(path: Path, state: dict, cfg: TrainConfig) -> None:
@@ -277,9 +286,7 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
     model_state = state["model"] if weights == "selected" else state["ema"] or state["model"]
     step = state["step"]
     s = build(cfg, path, reuse_split=True)
-    if state.get("split", split_digest(s)) != split_digest(s):
-        raise CheckpointError(f"checkpoint: {source} belongs to another run: it was written for another split "
-                              f"than {path / 'split.json'}")
+    check_split(source, state, split_digest(s), path / "split.json")
     try:
         s.model.load_state_dict(model_state)
     except RuntimeError as exc:

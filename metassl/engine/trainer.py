@@ -208,7 +208,7 @@ class Trainer:
             "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
                          "train_seconds": self.train_seconds, "images": self.images,
                          "compile": self.compile_seconds()},
-            **rundir.identity(self.cfg), "split": self.split_digest,
+            **rundir.identity(self.cfg, self.split_digest),
             "interval": {"sums": {k: v.detach().cpu() for k, v in self.interval.items()},
                          "count": self.interval_count},
         }
@@ -218,8 +218,7 @@ class Trainer:
     def _save_selected(self) -> None:
         if self.writes:
             ckpt.atomic_save({"format": ckpt.WEIGHTS_FORMAT, "step": self.step,
-                              "model": self.eval_model.state_dict(), **rundir.identity(self.cfg),
-                              "split": self.split_digest},
+                              "model": self.eval_model.state_dict(), **rundir.identity(self.cfg, self.split_digest)},
                              self.run_dir / "best.pt")
 
     def cpu_seconds(self) -> float:
@@ -270,9 +269,7 @@ class Trainer:
         if "config" not in state:
             raise CheckpointError(f"checkpoint: {path} does not say which run wrote it (it holds no config)")
         rundir.check_written_by(path, state, self.cfg)
-        if state.get("split", self.split_digest) != self.split_digest:
-            raise CheckpointError(f"checkpoint: {path} belongs to another run: it was written for "
-                                  f"another split than {self.run_dir / 'split.json'}")
+        rundir.check_split(path, state, self.split_digest, self.run_dir / "split.json")
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
