@@ -97,6 +97,13 @@ def test_a_key_given_twice_in_a_file_is_an_error(tmp_path):
     assert config.load_yaml(fine) == {"mixup": {"alpha": 0.3}, "mixup_ssl": {"alpha": 0.4}}
 
 
+def test_on_the_command_line_the_last_of_a_repeated_key_wins():
+    """A command may be extended by a key it already gives (scripts/gpu-suite.sh's settings, a
+    shell alias): the last value is the one trained with."""
+    assert config.load_config(None, ["lr=0.05", "steps=7", "lr=0.1"]).lr == 0.1
+    assert config.load_config(None, ["mixup.alpha=1", "method=mixup", "mixup.alpha=0.3"]).method_cfg.alpha == 0.3
+
+
 def test_output_into_a_closed_pipe_ends_quietly():
     """``metassl list | head -1``: the reader is gone before the output is written."""
     import os

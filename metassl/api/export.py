@@ -2,8 +2,8 @@
 
 The exported model is `metassl.api.inference.Classifier`:
 
-* input ``input``: uint8 images N x C x H x W at the run's size (float32 N x D for runs fit
-  on feature vectors), any batch size N;
+* input ``input``: uint8 images N x C x H x W at the run's size (float64 N x D for runs fit
+  on feature vectors, standardised in float64 as in training), any batch size N;
 * output ``probabilities``: float32 N x K softmax probabilities, classes in the order of the
   run's data_info.json, which is also stored in the file (ONNX metadata ``classes``,
   TorchScript extra file ``classes.json``).
@@ -28,7 +28,7 @@ def example_input(info: dict, n: int = 2) -> torch.Tensor:
     """A batch of the inputs the exported model takes (random, of the right dtype and shape)."""
     generator = torch.Generator().manual_seed(0)
     if info.get("vectors"):
-        return torch.randn(n, len(info["vectors"]["mean"]), generator=generator)
+        return torch.randn(n, len(info["vectors"]["mean"]), generator=generator, dtype=torch.float64)
     shape = (n, int(info["in_channels"]), *(int(d) for d in info["image_hw"]))
     return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
 
@@ -86,6 +86,6 @@ def export_run(run: Path, fmt: str, out: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     dims = " x ".join(str(d) for d in example.shape[1:])
-    kind = f"float32 N x {dims} vectors" if loaded.info.get("vectors") else f"uint8 N x {dims} images"
+    kind = f"float64 N x {dims} vectors" if loaded.info.get("vectors") else f"uint8 N x {dims} images"
     return (f"metassl: wrote {fmt} model to {out}: input 'input' {kind}, output 'probabilities' "
             f"N x {len(classes)}")

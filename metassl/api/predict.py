@@ -57,6 +57,8 @@ class _Reader:
                 if key is None:
                     raise DataError(f"data: {path} has no array 'x' (it has: {', '.join(keys) or 'none'})")
                 x = archive[key]
+                if x.ndim == 0 or len(x) == 0:
+                    raise DataError(f"data: {path} {key} holds no rows (shape {x.shape})")
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError) as exc:
             if path.is_file() and not zipfile.is_zipfile(path):
                 raise not_npz(path) from None

@@ -284,6 +284,8 @@ def read_table_vectors(path: Path, features: int, columns: Optional[Sequence[str
                             f"{features} features per row")
     ignore = {j for j in range(width) if j not in wanted}
     rows = _table_rows(path, text, header, None, None, ignore)
+    if not rows:
+        raise DataError(f"data: {path} has no data rows{' below its header' if header is not None else ''}")
     x = np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), features)
     order = sorted(wanted)
     return x[:, [order.index(j) for j in wanted]]

@@ -59,3 +59,23 @@ def test_export_of_a_broken_run_is_a_one_line_error(photo_run, tmp_path):
     with pytest.raises(CheckpointError, match="data_info.json does not exist"):
         export_run(broken, "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_a_vector_run_exports_float64_inputs_that_keep_a_timestamps_levels(tmp_path):
+    """Vector runs standardise in float64; the exported model takes float64 too, so a feature far
+    from 0 with a small spread (1e9 plus a spread of 10) predicts as `SSLClassifier` does."""
+    ort = pytest.importorskip("onnxruntime")
+    from metassl.api.estimator import SSLClassifier
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 30)
+    x = np.concatenate([1e9 + 10 * rng.normal(size=(60, 1)) + 12 * y[:, None], rng.normal(size=(60, 2))], 1)
+    clf = SSLClassifier(method="supervised", steps=40, eval_every=20, batch_size=16, val_per_class=2).fit(x, y)
+    saved = clf.save(tmp_path / "run")
+    message = export_run(saved, "onnx", tmp_path / "m.onnx")
+    assert "float64 N x 3 vectors" in message
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    assert session.get_inputs()[0].type == "tensor(double)"
+    got = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, clf.predict_proba(x), atol=1e-5)
+    # the check has teeth: the same rows rounded to float32 (steps of 64 at 1e9) predict otherwise
+    assert not np.allclose(clf.predict_proba(x.astype(np.float32).astype(np.float64)), got, atol=1e-3)

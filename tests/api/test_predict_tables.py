@@ -99,6 +99,7 @@ def test_tables_of_any_column_order_and_npz_rows_predict_as_the_classifier_does(
     (None, [[1, 2, 3, 4, 5]], "has 5 columns, read as 4 features and a label; run {run} takes 3 features per row"),
     (None, [[1, 2]], "has 2 columns, read as 1 feature and a label; run {run} takes 3 features per row"),
     (["path", "label"], [["a.png", "cat"]], "is not a table of numbers"),
+    (["f1", "f2", "f3"], [], "has no data rows below its header"),
 ])
 def test_bad_tables_are_one_line_naming_the_file_and_write_nothing(table_run, tmp_path, header, rows, fragment):
     bad = table(tmp_path / "bad.csv", header, rows)
@@ -116,6 +117,13 @@ def test_npz_vectors_that_are_not_finite_are_refused_as_training_refuses_them(ta
     np.savez(tmp_path / "nan.npz", x=x)
     with pytest.raises(DataError, match=r"^data: .*nan\.npz x\[2, 1\] = nan is not a finite number$"):
         predict_to_csv(table_run, [tmp_path / "nan.npz"], tmp_path / "p.csv")
+
+
+def test_an_npz_without_rows_is_refused_rather_than_predicting_nothing(table_run, tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3)))
+    with pytest.raises(DataError, match=r"^data: .*empty\.npz x holds no rows \(shape \(0, 3\)\)$"):
+        predict_to_csv(table_run, [tmp_path / "empty.npz"], tmp_path / "p.csv")
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_cli_predicts_a_table_and_names_a_bad_one_on_one_line(table_run, tmp_path, cli):

@@ -44,7 +44,7 @@ def _script(tmp_path, fashion, *args, **env):
 
 
 def test_trains_every_run_at_once_and_tabulates_as_the_cpu_suites(tmp_path, fashion):
-    proc = _script(tmp_path, fashion, "steps=4")
+    proc = _script(tmp_path, fashion, "steps=4", "threads=2")  # threads: one of the script's own settings
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
     rows = json.loads((out / "results.json").read_text())
@@ -52,6 +52,7 @@ def test_trains_every_run_at_once_and_tabulates_as_the_cpu_suites(tmp_path, fash
                                               "method=supervised,seed=0", "method=supervised,seed=1"]
     # the overrides and the data folder reached every run
     assert all(r["steps"] == 4 and r["config"]["data_root"] == str(fashion) for r in rows)
+    assert all(r["config"]["threads"] == 2 and r["config"]["device"] == "cpu" for r in rows)
     assert "| mixup_ssl |" in (out / "table.md").read_text() and "| mixup_ssl |" in proc.stdout
     assert "2 runs at once, device cpu" in (out / "machine.txt").read_text()
 
