@@ -150,3 +150,23 @@ def format_keys(method: str) -> str:
     intro = (f"Keys of a {method} run: metassl train method={method} KEY=VALUE ... or a YAML file of "
              f"them (dotted keys nest); the {own} keys of its own section start with '{method}.'.")
     return "\n".join([intro, "", line(head), *(line(k) for k in keys)]) + "\n"
+
+
+README_BEGIN = "<!-- method keys: python -m metassl.config_keys -->"
+README_END = "<!-- end of method keys -->"
+
+
+def method_sections_markdown() -> str:
+    """The README's table of every method's own section: each key with its default, in the
+    order ``metassl config METHOD`` lists them (the meanings are there)."""
+    from metassl.methods import METHODS
+
+    rows = ["| method | its own keys (default) |", "|---|---|"]
+    for name in METHODS.names():
+        cells = ", ".join(f"`{k.name}` {k.default}" for k in dataclass_keys(METHODS.get(name).Config))
+        rows.append(f"| `{name}` | {cells or 'none'} |")
+    return "\n".join([README_BEGIN, *rows, README_END])
+
+
+if __name__ == "__main__":
+    print(method_sections_markdown())

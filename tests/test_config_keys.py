@@ -158,3 +158,20 @@ def test_shipped_suites_resolve_each_run_with_its_own_section():
 
     for name in suites.suite_names():
         assert suites.run_suite(name, None, dry_run=True).strip(), name
+
+
+def test_the_readmes_table_of_method_keys_is_the_code_s():
+    """README's table of each method's own keys and defaults is generated from the config dataclasses
+    (`python -m metassl.config_keys`); a key added, renamed or given another default shows here."""
+    from pathlib import Path
+
+    from metassl.config_keys import README_BEGIN, README_END, method_sections_markdown
+    from metassl.methods import METHODS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
+    assert readme[start:end] == method_sections_markdown()
+    table = method_sections_markdown()
+    assert all(f"| `{name}` |" in table for name in METHODS.names())
+    assert "| `fixmatch` | `meta_gradient` false, `meta_lr` null, `threshold` 0.95, `lambda_u` 1.0 |" in table
+    assert "`lam.grad` exact" in table.split("| `meta_pl_metamixup` |")[1].splitlines()[0]
