@@ -220,7 +220,11 @@ def test_a_table_without_labels_is_not_trained_on_its_last_feature(cli, tmp_path
     table.write_text("sl,sw,pl,pw\n" + rows + "\n")
     proc = cli("train", "dataset=csv", f"data_root={table}", "--out", str(tmp_path / "r"))
     assert proc.returncode == 1 and not (tmp_path / "r").exists()
-    _one_error(proc, "no header names a 'label' column", "'pw'", "fractional numbers")
+    _one_error(proc, "the header names no 'label' column (columns: sl, sw, pl, pw)")
+    table.write_text(rows + "\n")  # without a header: the last column, whose fractions are no labels
+    proc = cli("train", "dataset=csv", f"data_root={table}", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 1 and not (tmp_path / "r").exists()
+    _one_error(proc, "no header naming a 'label' column", "column 4 (the last)", "fractional numbers")
 
 
 def test_a_misspelt_option_shows_the_usage_of_its_command(cli):
@@ -239,8 +243,8 @@ def test_a_column_named_label_holds_class_names_whatever_they_look_like(tmp_path
     data = load_csv(named)
     assert sorted(data.classes) == ["0.5", "1.5", "inf"]
     unnamed = tmp_path / "unnamed.csv"
-    unnamed.write_text("a,b,c\n" + "\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="column 'c', which holds fractional numbers such as"):
+    unnamed.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"column 3 \(the last\), which holds fractional numbers such as"):
         load_csv(unnamed)
 
 

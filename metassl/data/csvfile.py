@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 from typing import Container, Optional, Sequence
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from metassl.data.arrays import ArrayDataset
 from metassl.data.holdout import _hold_out_arrays
-from metassl.data.images import _from_paths, _listing, _natural
+from metassl.data.images import IMAGE_SUFFIXES, _from_paths, _listing, _natural
 from metassl.data.vectors import from_vectors
 from metassl.errors import DataError
 
@@ -54,6 +55,7 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
     reader = csv.reader(io.StringIO(text))
     header: Optional[dict[str, int]] = None
     rows: list[tuple[int, Path, str, str]] = []  # line, file, label, split
+    seen: dict[Path, int] = {}  # each image's first line
     try:
         for row in reader:
             line = reader.line_num
@@ -67,9 +69,11 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
                 header = {k: names.index(k) for k in ("path", "label", "split") if k in names}
                 continue
             if header is None and len(cells) not in (2, 3):
+                other = next((sep for sep in ";\t|" if sep in cells[0]), None) if len(cells) == 1 else None
+                hint = (f"; fields are separated by commas, and this line holds {other!r}" if other else
+                        " (a table of feature vectors has numbers in every column but its label column)")
                 raise DataError(f"data: {path} line {line}: expected path,label[,split], "
-                                f"got {len(cells)} fields (a table of feature vectors has numbers in "
-                                "every column but its label column)")
+                                f"got {len(cells)} field{'s' if len(cells) != 1 else ''}{hint}")
             columns = header or dict(zip(("path", "label", "split"), range(len(cells))))
             if len(cells) <= max(columns.values()):
                 raise DataError(f"data: {path} line {line}: expected {max(columns.values()) + 1} "
@@ -80,6 +84,10 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
             if not name or not file.is_file():
                 raise DataError(f"data: {path} line {line}: image {name!r} does not exist "
                                 f"(looked for {file})")
+            same = seen.setdefault(file.resolve(), line)
+            if same != line:
+                raise DataError(f"data: {path} line {line}: image {name!r} is listed again (first on line "
+                                f"{same}); list each image once")
             rows.append((line, file, label, split))
     except csv.Error as exc:
         raise DataError(f"data: {path} line {reader.line_num}: {exc}") from None
@@ -106,10 +114,18 @@ def _row_split(path: Path, line: int, split: str, label: str, what: str = "image
         raise DataError(f"data: {path} line {line}: split {split!r} is not train or test")
     if split == "test" and not label:
         raise DataError(f"data: {path} line {line}: a test {what} needs a label")
-    if label.lower() == "nan":
+    if label.lower() in MISSING:
         raise DataError(f"data: {path} line {line}: label {label!r} is a missing value, not a class; "
                         f"leave the label empty for an unlabeled {what}")
+    if label in ("-1", "-1.0"):
+        raise DataError(f"data: {path} line {line}: label {label!r}: in a CSV an unlabeled {what} has an "
+                        "empty label (-1 marks unlabeled examples in npz files and the Python API); "
+                        "a class named -1 needs another name")
     return split
+
+
+# How spreadsheets, R and pandas write a missing value: never a class name.
+MISSING = ("nan", "na", "n/a", "<na>", "none", "null")
 
 
 def _is_number(cell: str) -> bool:
@@ -139,13 +155,24 @@ def _table_layout(text: str) -> Optional[tuple[Optional[list[str]], int, Optiona
     head = first[0]
     if len(head) >= 2 and all(_is_number(c) for c in head[:-1]):
         return None, len(head) - 1, None
+    if len(head) > 3 and _mostly_numbers(head[:-1]):
+        # too wide for path,label[,split] and mostly numbers: a table whose first row has a bad
+        # cell, which _table_rows names
+        return None, len(head) - 1, None
     names = [c.lower() for c in head]
     label = names.index("label") if "label" in names else len(names) - 1
     split = names.index("split") if "split" in names else None
-    if len(first) == 2 and len(head) >= 2 and len(first[1]) == len(head) and all(
-            _is_number(c) for j, c in enumerate(first[1]) if j not in (label, split)):
-        return head, label, split
+    if len(first) == 2 and len(head) >= 2 and len(first[1]) == len(head):
+        cells = [c for j, c in enumerate(first[1]) if j not in (label, split)]
+        if all(_is_number(c) for c in cells) or (len(head) > 3 and _mostly_numbers(cells)):
+            # a header over numbers (a wide table's first data row may have a bad cell, which
+            # _table_rows names)
+            return head, label, split
     return None
+
+
+def _mostly_numbers(cells: Sequence[str]) -> bool:
+    return sum(_is_number(c) for c in cells) * 2 >= len(cells) > 0
 
 
 def _table_rows(path: Path, text: str, header: Optional[list[str]], label_col: Optional[int],
@@ -180,8 +207,10 @@ def _table_rows(path: Path, text: str, header: Optional[list[str]], label_col: O
                 value = float(cell) if _is_number(cell) else None
                 if value is None or not np.isfinite(value):
                     column = f"{names[j]!r}" if names else str(j + 1)
+                    kind = ("; a list of images names its columns path,label[,split]"
+                            if Path(cell).suffix.lower() in IMAGE_SUFFIXES else "")
                     raise DataError(f"data: {path} line {line} column {column}: {cell!r} is not a finite "
-                                    "number (every column but the label holds a feature)")
+                                    f"number (every column but the label holds a feature){kind}")
                 features.append(value)
             rows.append((line, features, label, split))
     except csv.Error as exc:
@@ -190,18 +219,18 @@ def _table_rows(path: Path, text: str, header: Optional[list[str]], label_col: O
 
 
 def _check_label_column(path: Path, rows: list, header: Optional[list[str]], label_col: int) -> None:
-    """Refuse a label column of fractional numbers: a table without labels whose last feature was
-    taken for them."""
-    if header is not None and "label" in [h.lower() for h in header]:
-        return  # named by the user: its values are class names, whatever they look like
+    """Refuse a headerless table's last column of fractional numbers as labels: a table without
+    labels whose last feature was taken for them. A column a header names `label` holds class
+    names, whatever they look like."""
+    if header is not None:
+        return
     fractional = next((label for _, _, label, _ in rows if label and _is_number(label)
                        and math.isfinite(float(label)) and not float(label).is_integer()), None)
     if fractional is None:
         return
-    column = f"{header[label_col]!r}" if header else f"{label_col + 1} (the last)"
-    raise DataError(f"data: {path}: the labels are read from the last column, as no header names a "
-                    f"'label' column: column {column}, which holds fractional numbers such as {fractional}; "
-                    "add a 'label' column (its cells empty for unlabeled rows)")
+    raise DataError(f"data: {path}: the labels are read from the last column, as there is no header naming a "
+                    f"'label' column: column {label_col + 1} (the last), which holds fractional numbers such as "
+                    f"{fractional}; add a header with a 'label' column (its cells empty for unlabeled rows)")
 
 
 def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: int,
@@ -209,6 +238,14 @@ def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: i
     """A CSV table of feature vectors: one row per example, numbers in every column but the label
     (empty: unlabeled) and the optional split column. A header's names for the feature columns are
     kept with the encoder (``vectors["columns"]``), so that predictions read them by name."""
+    if header is not None:
+        unnamed = next((j for j, name in enumerate(header) if not name), None)
+        if unnamed is not None:
+            raise DataError(f"data: {path}: column {unnamed + 1} of the header has no name (a row index? "
+                            "pandas writes one unless to_csv(index=False)); name it or drop it")
+        if "label" not in [h.lower() for h in header]:
+            raise DataError(f"data: {path}: the header names no 'label' column (columns: {_listing(header)}); "
+                            "name the column of class labels 'label' (its cells empty for unlabeled rows)")
     rows = _table_rows(path, text, header, label_col, split_col)
     _check_label_column(path, rows, header, label_col)
     classes, index = _row_classes(path, rows)
@@ -228,6 +265,10 @@ def _load_table(path: Path, text: str, header: Optional[list[str]], label_col: i
     names = [name for j, name in enumerate(header or []) if j not in (label_col, split_col)]
     if names and all(names) and len(set(names)) == len(names):
         ds.vectors["columns"] = names
+    read = (f"label column {header[label_col]!r}, {len(names)} feature columns: {_listing(names)}" if header
+            else f"labels in the last column, {x.shape[1]} feature columns")
+    print(f"metassl: {path}: {read}; {int((y >= 0).sum())} labeled and {int((y < 0).sum())} unlabeled "
+          "training rows", file=sys.stderr)
     return ds
 
 

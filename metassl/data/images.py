@@ -21,7 +21,7 @@ from metassl.data.arrays import ArrayDataset, from_arrays, integer_names
 from metassl.data.holdout import _say_held_out, holdout
 from metassl.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _READ_CHUNK = 1024
 
 
@@ -117,9 +117,17 @@ def _natural(names: Sequence[str]) -> list[str]:
 
 
 def images_under(folder: Path) -> list[Path]:
-    """Image files anywhere below `folder` (hidden ones skipped), sorted."""
+    """Image files anywhere below `folder` (hidden ones skipped), sorted. Symbolic links are
+    followed; one that leads back to a folder already read is an error (its images would count
+    twice, or without end)."""
     found = []
+    read: dict[str, str] = {}  # real path -> the path it was read as
     for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in read:
+            raise DataError(f"data: {root} leads to {read[real]}, which is already read (a symbolic link); "
+                            "remove the link or point it elsewhere")
+        read[real] = root
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(root, n) for n in names
                   if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]

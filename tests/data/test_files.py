@@ -169,6 +169,45 @@ def test_imagefolder_bad_input_names_the_file(tmp_path, damage, fragment):
     assert str(culprit) in message and fragment in message
 
 
+def test_a_symbolic_link_back_to_a_folder_already_read_is_an_error_not_a_loop(tmp_path):
+    root = image_folder(tmp_path / "data")
+    (root / "labeled" / "red" / "loop").symlink_to(root / "labeled")
+    message = raises_one_line(DataError, load, "imagefolder", root)
+    assert "which is already read (a symbolic link)" in message and str(root / "labeled" / "red") in message
+    # a link to a folder read nowhere else is followed
+    (root / "labeled" / "red" / "loop").unlink()
+    save(tmp_path / "elsewhere" / "x.png", RED)
+    (root / "labeled" / "red" / "more").symlink_to(tmp_path / "elsewhere")
+    assert (load("imagefolder", root, test_fraction=0.0).y_train == 1).sum() == 6
+
+
+@pytest.mark.parametrize("name, meant", [("unlabelled", "unlabeled"), ("Test", "test"), ("Labelled", "labeled")])
+def test_a_misspelt_top_level_folder_is_an_error_not_silently_ignored(tmp_path, name, meant):
+    root = image_folder(tmp_path / "data")
+    save(root / name / "red" / "x.png", RED)
+    message = raises_one_line(DataError, load, "imagefolder", root)
+    assert message == (f"data: {root / name} is not read: data_root's folders are labeled/, unlabeled/, test/ "
+                       f"(did you mean {meant}/?)")
+
+
+def test_another_top_level_folder_of_images_is_named_on_stderr(tmp_path, capsys):
+    root = image_folder(tmp_path / "data", unlabeled=2)
+    save(root / "extra" / "x.png", RED)
+    (root / "notes").mkdir()
+    ds = load("imagefolder", root, test_fraction=0.0)
+    assert ds.y_train.tolist().count(-1) == 2
+    err = capsys.readouterr().err
+    assert f"metassl: {root / 'extra'} is not read (data_root's folders are labeled/, unlabeled/, test/)" in err
+    assert "notes" not in err
+
+
+def test_jpeg_files_named_jfif_or_jpe_are_images(tmp_path):
+    root = image_folder(tmp_path / "data", unlabeled=0)
+    save(root / "unlabeled" / "a.jfif", RED, fmt="JPEG")
+    save(root / "unlabeled" / "b.JPE", GREEN, fmt="JPEG")
+    assert load("imagefolder", root, test_fraction=0.0).y_train.tolist().count(-1) == 2
+
+
 # --------------------------------------------------------------------------- CSV
 
 
@@ -194,23 +233,31 @@ def test_csv_without_header_holds_out_a_test_set(tmp_path):
     for i in range(5):
         save(tmp_path / f"c{i}.png", RED)
         save(tmp_path / f"d{i}.png", GREEN)
+    save(tmp_path / "u.png", GREEN)
     rows = "".join(f"c{i}.png,cat\n{tmp_path}/d{i}.png,dog\n" for i in range(5))
-    ds = load("csv", write_csv(tmp_path / "l.csv", rows + "c0.png,\n"), test_fraction=0.4)
+    ds = load("csv", write_csv(tmp_path / "l.csv", rows + "u.png,\n"), test_fraction=0.4)
     assert ds.classes == ["cat", "dog"] and ds.test_held_out
     assert sorted(ds.y_test.tolist()) == [0, 0, 1, 1] and ds.y_train.tolist().count(-1) == 1
 
 
 @pytest.mark.parametrize("rows, fragment", [
     ("a.png,cat\nmissing.png,cat\n", "line 2: image 'missing.png' does not exist"),
-    ("a.png,cat\na.png,dog,test\n", "line 2: class 'dog' has no labeled training rows"),
-    ("a.png,cat\na.png,cat,holdout\n", "line 2: split 'holdout' is not train or test"),
-    ("a.png,cat\na.png,,test\n", "line 2: a test image needs a label"),
+    ("a.png,cat\nb.png,dog,test\n", "line 2: class 'dog' has no labeled training rows"),
+    ("a.png,cat\nb.png,cat,holdout\n", "line 2: split 'holdout' is not train or test"),
+    ("a.png,cat\nb.png,,test\n", "line 2: a test image needs a label"),
     ("a.png,cat,train,extra\n", "line 1: expected path,label[,split], got 4 fields"),
     ("path,name\na.png,cat\n", "line 1: the header has no 'label' column"),
     ("a.png,\n", "has no labeled training rows"),
+    ("a.png,cat\nb.png,-1\n", "line 2: label '-1': in a CSV an unlabeled image has an empty label (-1 marks"),
+    ("a.png,cat\nb.png,NA\n", "line 2: label 'NA' is a missing value, not a class"),
+    ("path,label\na.png,cat\nb.png,None\n", "line 3: label 'None' is a missing value, not a class"),
+    ("a.png,cat\nb.png,dog\n./a.png,dog\n", "line 3: image './a.png' is listed again (first on line 1)"),
+    ("path;label\na.png;cat\n", "line 1: expected path,label[,split], got 1 field; fields are separated by "
+                                  "commas, and this line holds ';'"),
 ])
 def test_csv_bad_rows_name_the_line(tmp_path, rows, fragment):
     save(tmp_path / "a.png", RED)
+    save(tmp_path / "b.png", GREEN)
     path = write_csv(tmp_path / "l.csv", rows)
     message = raises_one_line(DataError, load, "csv", path)
     assert str(path) in message and fragment in message

@@ -114,13 +114,13 @@ def test_csv_table_without_a_header_takes_the_last_column_and_a_split_column_by_
     ds = load("csv", write(tmp_path / "plain.csv", plain), test_fraction=0.0)
     assert ds.classes == ["0", "1", "2"] and ds.y_train.tolist() == y.tolist()
     assert torch.equal(ds.x_train, encoded(x, x)) and "columns" not in ds.vectors
-    # a header without 'label': the last column; 'split' by name; numbers order the classes
+    # 'split' by name; numbers order the classes
     rows = "".join(f"{a},{'test' if i >= 15 else 'train'},{b},{c + 8}\n" for i, ((a, b), c) in enumerate(zip(x, y)))
-    ds = load("csv", write(tmp_path / "split.csv", "a,split,b,class\n" + rows))
+    ds = load("csv", write(tmp_path / "split.csv", "a,split,b,label\n" + rows))
     assert ds.classes == ["8", "9", "10"] and len(ds.x_test) == 5 and not ds.test_held_out
     assert ds.vectors["columns"] == ["a", "b"]
     # names that cannot tell the columns apart are not kept: predict then reads by position
-    ds = load("csv", write(tmp_path / "twice.csv", "a,split,a,class\n" + rows))
+    ds = load("csv", write(tmp_path / "twice.csv", "a,split,a,label\n" + rows))
     assert "columns" not in ds.vectors
     assert torch.equal(ds.x_test, encoded(x[:15], x[15:]))
 
@@ -132,11 +132,32 @@ def test_csv_table_without_a_header_takes_the_last_column_and_a_split_column_by_
     ("a,label\n1,x\n2,nan\n", "line 3: label 'nan' is a missing value, not a class; leave the label empty"),
     ("a,label\n1,\n2,\n", "has no labeled training rows"),
     ("a,label,split\n1,x,train\n2,y,test\n", "line 3: class 'y' has no labeled training rows"),
+    ("a,label\n1,x\n2,-1\n", "line 3: label '-1': in a CSV an unlabeled row has an empty label"),
+    ("a,label\n1,x\n2,NA\n", "line 3: label 'NA' is a missing value, not a class"),
+    # a header must name its label column, and every column
+    ("target,a,b,is_big\n0,1,2,0\n", ": the header names no 'label' column (columns: target, a, b, is_big); name"),
+    (",a,b,label\n0,1,2,x\n", ": column 1 of the header has no name (a row index? pandas writes one unless "
+                               "to_csv(index=False))"),
+    # a bad cell in the first data row, under a header or without one, is named as on any other row
+    ("a,b,c,label\n1,,3,x\n2,2,3,y\n", "line 2 column 'b': '' is not a finite number"),
+    ("1,,3,x\n2,2,3,y\n", "line 1 column 2: '' is not a finite number"),
+    ("id,a,b,label\ns0,1,2,x\n", "line 2 column 'id': 's0' is not a finite number"),
 ])
 def test_bad_csv_tables_are_one_line_naming_file_and_line(tmp_path, text, fragment):
     path = write(tmp_path / "t.csv", text)
     message = one_line(load, "csv", path)
-    assert message.startswith(f"data: {path} ") and fragment in message, message
+    assert message.startswith(f"data: {path}") and fragment in message, message
+
+
+def test_a_csv_table_says_which_columns_it_read_as_label_and_features(tmp_path, capsys):
+    x, y = vectors(12, d=2)
+    lines = ["id,a,label,b"] + [f"{i},{a},{'' if i < 3 else c},{b}" for i, ((a, b), c) in enumerate(zip(x, y))]
+    load("csv", write(tmp_path / "t.csv", "\n".join(lines) + "\n"), test_fraction=0.0)
+    assert (f"metassl: {tmp_path / 't.csv'}: label column 'label', 3 feature columns: id, a, b; 9 labeled "
+            "and 3 unlabeled training rows") in capsys.readouterr().err
+    load("csv", write(tmp_path / "plain.csv", "".join(f"{a},{b},{c}\n" for (a, b), c in zip(x, y))),
+         test_fraction=0.0)
+    assert "labels in the last column, 2 feature columns; 12 labeled and 0 unlabeled" in capsys.readouterr().err
 
 
 def test_a_csv_list_of_images_says_how_a_table_of_numbers_would_look(tmp_path):
