@@ -95,7 +95,8 @@ class TrainConfig:
     test_fraction: float = field(default=0.2, metadata=_range(0.0, 0.9))
     # Share of each class's ImageNet training images that is read at all.
     imagenet_fraction: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
-    # Labeled examples kept per class; null: all not in validation.
+    # Labeled examples kept per class; null: all not in validation. Unset, it is null for the
+    # user's own labels (imagefolder, csv, npz: every label given is used) and 10 otherwise.
     labels_per_class: Optional[int] = field(default=10, metadata=_range(1))
     # Validation examples per class, from the labeled ones.
     val_per_class: int = field(default=10, metadata=_range(0))
@@ -468,6 +469,11 @@ def check_data_keys(cfg: TrainConfig, skip: tuple[str, ...] = ()) -> None:
             raise exc
 
 
+# Datasets whose labels are the user's own, each one given on purpose: `labels_per_class`
+# left unset keeps them all (the benchmarks' datasets keep 10 a class).
+OWN_LABELS = ("imagefolder", "csv", "npz")
+
+
 def resolve(raw: dict) -> TrainConfig:
     """Build a validated TrainConfig from a nested mapping (file merged with overrides)."""
     from metassl.data.sources import DATASETS
@@ -475,6 +481,8 @@ def resolve(raw: dict) -> TrainConfig:
     from metassl.models import MODELS
 
     raw = dict(raw)
+    if "labels_per_class" not in raw and raw.get("dataset") in OWN_LABELS:
+        raw["labels_per_class"] = None
     sections = {name: raw.pop(name) for name in list(raw) if name in METHODS}
     cfg = build_dataclass(TrainConfig, raw)
     method_cls = METHODS.get(cfg.method)

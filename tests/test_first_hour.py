@@ -376,3 +376,27 @@ def test_weights_of_another_run_are_refused_and_old_weights_still_load(cli, tmp_
     assert cli("eval", str(b), "--weights", "last").returncode == 0
     (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())
     _one_error(cli("eval", str(b), "--weights", "last"), f"{b / 'checkpoint.pt'} belongs to another run")
+
+
+def test_every_label_of_the_users_own_files_is_used_unless_labels_per_class_is_set(cli, tmp_path):
+    """labels_per_class left unset keeps all of an imagefolder's, a CSV's or an npz's labels (the
+    benchmarks' datasets keep 10 a class); a value given still applies."""
+    for dataset in config.OWN_LABELS:
+        assert config.load_config(None, [f"dataset={dataset}"]).labels_per_class is None
+        assert config.load_config(None, [f"dataset={dataset}", "labels_per_class=4"]).labels_per_class == 4
+    for dataset in ("digits", "fashion_mnist", "imagenet"):
+        assert config.load_config(None, [f"dataset={dataset}"]).labels_per_class == 10
+    rng = np.random.default_rng(0)
+    x = rng.random((90, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    y[::5] = -1  # 24 labels a class, 18 images unlabeled
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x[:9], y_test=np.arange(9) % 3)
+    base = ["dataset=npz", f"data_root={tmp_path / 'd.npz'}", "model=mlp", "val_per_class=4", "steps=2",
+            "eval_every=2", "tensorboard=false"]
+    cli("train", "--out", str(tmp_path / "all"), *base, check=True)
+    split = json.loads((tmp_path / "all" / "split.json").read_text())
+    assert len(split["labeled"]) == 3 * 20 and len(split["unlabeled"]) == 18
+    assert yaml.safe_load((tmp_path / "all" / "config.yaml").read_text())["labels_per_class"] is None
+    cli("train", "--out", str(tmp_path / "some"), *base, "labels_per_class=5", check=True)
+    split = json.loads((tmp_path / "some" / "split.json").read_text())
+    assert len(split["labeled"]) == 15 and len(split["unlabeled"]) == 18 + 3 * 15
