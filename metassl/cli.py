@@ -56,8 +56,8 @@ def cmd_train(args) -> int:
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
         claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
         try:
-            # A run already in the directory is removed only once this one has read its data and
-            # built its model.
+            # A run already in the directory is removed only once this one has read its data, built
+            # its model and started fitting, when an interrupt leaves a checkpoint of it.
             trainer = Trainer(cfg, path, overwrite=args.overwrite)
         except BaseException:
             if claim is not None:  # nothing of a run that never started is left behind

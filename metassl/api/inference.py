@@ -74,9 +74,10 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
     """A run directory's selected weights (best.pt: the EMA weights where the run used EMA)."""
     cfg = rundir.load_run_config(run)
     info = load_data_info(run)
-    state = ckpt.load(run / "best.pt", ckpt.WEIGHTS_FORMAT)
-    rundir.check_written_by(run / "best.pt", state, cfg)
-    classifier = build_classifier(cfg, info, state["model"], run / "best.pt").to(device)
+    source = rundir.weights_file(run, "best.pt", cfg)
+    state = ckpt.load(source, ckpt.WEIGHTS_FORMAT)
+    rundir.check_written_by(source, state, cfg)
+    classifier = build_classifier(cfg, info, state["model"], source).to(device)
     return LoadedRun(classifier, info, cfg, int(state.get("step", 0)))
 
 

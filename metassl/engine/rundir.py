@@ -269,6 +269,23 @@ def check_written_by(path: Path, state: dict, cfg: TrainConfig) -> None:
                               f"{its}, this run has {mine}")
 
 
+def weights_file(path: Path, name: str, cfg: TrainConfig) -> Path:
+    """``path``'s weights file ``name`` (best.pt or checkpoint.pt), refused in one line where the run
+    has not written it: one stopped before its first evaluation has a checkpoint.pt but no best.pt."""
+    source, best, last = path / name, path / "best.pt", path / "checkpoint.pt"
+    if source.exists():
+        return source
+    if not best.exists() and not last.exists():
+        hint = f"the run in {path} has no saved weights (it stopped before its first checkpoint)"
+    elif source == last:
+        hint = "the run kept only its selected weights, best.pt"
+    elif cfg.dataset == "arrays":
+        hint = "the run stopped before its first evaluation; fit it again"
+    else:
+        hint = f"the run stopped before its first evaluation; 'metassl train --resume {path}' continues it"
+    raise CheckpointError(f"checkpoint: {source} does not exist: {hint}")
+
+
 def load_run(path: Path, weights: str = "selected", device: str | None = None,
              data_root: str | None = None) -> tuple[RunSetup, int]:
     """A run's data, split and model with its saved weights loaded (the validation-selected
@@ -280,7 +297,7 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
                               "disk to evaluate on; use metassl predict, or SSLClassifier.score")
     if not (path / "split.json").is_file():
         raise CheckpointError(f"run: {path} holds no split.json")
-    source = path / ("best.pt" if weights == "selected" else "checkpoint.pt")
+    source = weights_file(path, "best.pt" if weights == "selected" else "checkpoint.pt", cfg)
     state = ckpt.load(source, ckpt.WEIGHTS_FORMAT if weights == "selected" else ckpt.FORMAT)
     check_written_by(source, state, cfg)
     model_state = state["model"] if weights == "selected" else state["ema"] or state["model"]

@@ -14,9 +14,10 @@ from torch import nn
 from metassl.config import TrainConfig
 from metassl.data.arrays import ArrayDataset
 from metassl.data.augment import Augmenter
+from metassl.data.runinfo import DATA_INFO, load_data_info
 from metassl.data.sources import dataset_options, load_dataset
-from metassl.data.splits import Split, labels_digest, load_split, make_split, save_split
-from metassl.errors import ConfigError
+from metassl.data.splits import Split, data_identity, labels_digest, load_split, make_split, save_split
+from metassl.errors import ConfigError, DataError
 from metassl.models import create_model
 
 
@@ -71,10 +72,37 @@ def use_channels_last(setting: Optional[bool], device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
-def write_split(cfg: TrainConfig, split: Split, run_dir: Path, y: torch.Tensor) -> None:
+def size_of_test_set(data: ArrayDataset) -> int:
+    return 0 if data.y_test is None else len(data.y_test)
+
+
+def write_split(cfg: TrainConfig, split: Split, run_dir: Path, data: ArrayDataset) -> None:
     save_split(split, run_dir / "split.json", dataset=cfg.dataset, seed=cfg.seed,
                labels_per_class=cfg.labels_per_class, val_per_class=cfg.val_per_class,
-               labels_digest=labels_digest(split, y))
+               labels_digest=labels_digest(split, data.y_train),
+               **data_identity(data.y_train, size_of_test_set(data)))
+
+
+def _names(classes: list, most: int = 10) -> str:
+    shown = ", ".join(str(c) for c in classes[:most])
+    return shown if len(classes) <= most else f"{shown}, ... ({len(classes)} in all)"
+
+
+def check_classes(data: ArrayDataset, run_dir: Path) -> None:
+    """Refuse data whose classes are not those the run in ``run_dir`` was trained on, in their
+    order (its data_info.json's): the model has one output per class. A run without the file passes."""
+    if not (run_dir / DATA_INFO).is_file():
+        return
+    trained, now = [str(c) for c in load_data_info(run_dir)["classes"]], [str(c) for c in data.classes]
+    if now == trained:
+        return
+    diff = []
+    new, gone = [c for c in now if c not in trained], [c for c in trained if c not in now]
+    for names, what in ((new, "new"), (gone, "missing")):
+        if names:
+            diff.append(f"{_names(names)} {'is' if len(names) == 1 else 'are'} {what}")
+    raise DataError(f"data: {data.name} has the classes {_names(now)}; run {run_dir} was trained on "
+                    f"{_names(trained)} ({'; '.join(diff) or 'in another order'})")
 
 
 def translation(setting: Optional[int], hw: tuple[int, int]) -> int:
@@ -90,11 +118,13 @@ def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
         data = load_dataset(cfg.dataset, cfg.data_root, **dataset_options(cfg))
     split_path = run_dir / "split.json" if run_dir is not None else None
     if reuse_split and split_path is not None and split_path.exists():
-        split = load_split(split_path, len(data.y_train), data.y_train)
+        check_classes(data, run_dir)
+        split = load_split(split_path, len(data.y_train), data.y_train, size_of_test_set(data))
     else:
-        split = make_split(data.y_train, data.classes, cfg.labels_per_class, cfg.val_per_class, cfg.seed)
+        split = make_split(data.y_train, data.classes, cfg.labels_per_class, cfg.val_per_class, cfg.seed,
+                           held_out=data.test_held_out)
         if split_path is not None:
-            write_split(cfg, split, run_dir, data.y_train)
+            write_split(cfg, split, run_dir, data)
     channels_last = use_channels_last(cfg.channels_last, device) and data.x_train.dim() == 4
     model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_hw).to(device)
     if channels_last:

@@ -48,7 +48,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False,
                  data: Optional[ArrayDataset] = None, overwrite: bool = False):
         """``overwrite``: remove the files of a run already in ``run_dir``, once this one has read its
-        data and built its model (nothing is written to ``run_dir`` before then)."""
+        data, built its model and started fitting with its interrupt handling on (nothing is written
+        to ``run_dir`` before then)."""
         self.cfg, self.run_dir = cfg, run_dir
         self.rank, self.world_size = dist.init()
         self.writes = run_dir is not None and self.rank == 0
@@ -105,22 +106,22 @@ class Trainer:
         self.split_digest = rundir.split_digest(s)
         if resume:
             self._restore()
-        if self.writes:
-            self._write_run_files(resume, overwrite)
+        self.resume, self.overwrite = resume, overwrite
 
-    def _write_run_files(self, resume: bool, overwrite: bool) -> None:
-        """The run's config, split and data description, written only now that the data is read,
-        the model built and (resuming) the checkpoint restored: a run that fails to start leaves
-        the directory as it found it."""
-        run_dir = self.run_dir
-        if overwrite and rundir.holds_run(run_dir):
+    def _write_run_files(self) -> None:
+        """The run's config, split and data description, written only once the data is read, the
+        model built, (resuming) the checkpoint restored and an interrupt saves a checkpoint: a run
+        that fails to start leaves the directory as it found it, and one interrupted from here on
+        leaves a checkpoint that continues it."""
+        run_dir, resume = self.run_dir, self.resume
+        if self.overwrite and rundir.holds_run(run_dir):
             rundir.clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, self.cfg)
         if resume:
             rundir.drop_rows_after(run_dir, self.step)
         else:
-            write_split(self.cfg, self.s.split, run_dir, self.s.data.y_train)
+            write_split(self.cfg, self.s.split, run_dir, self.s.data)
         # Predicting and exporting read new inputs the way this data was read.
         save_data_info(run_dir, self.s.data)
 
@@ -274,15 +275,34 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
-        log = RunLogger(self.run_dir if self.writes else None, cfg.steps, cfg.tensorboard and self.writes,
-                        start_step=self.step)
         ckpt_every = cfg.checkpoint_every or cfg.eval_every
         stop = {"signal": None}
 
         def on_signal(signum, frame):
             stop["signal"] = signum
 
+        # From here an interrupt ends the run with a checkpoint, so only now is a run that this one
+        # replaces (overwrite) removed.
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        log = None
+        try:
+            if self.writes:
+                self._write_run_files()
+            log = RunLogger(self.run_dir if self.writes else None, cfg.steps, cfg.tensorboard and self.writes,
+                            start_step=self.step)
+            if stop["signal"] is not None:  # before the first step: a checkpoint of the step it starts at
+                self.save()
+                raise Interrupted(self.step, self.run_dir)
+            self._loop(log, stop, ckpt_every)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if log is not None:
+                log.close()
+        return self.finish()
+
+    def _loop(self, log: RunLogger, stop: dict, ckpt_every: int) -> None:
+        cfg = self.cfg
         threads = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -351,10 +371,6 @@ class Trainer:
                     raise Interrupted(self.step, self.run_dir)
         finally:
             torch.set_num_threads(threads)
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            log.close()
-        return self.finish()
 
     def finish(self) -> dict:
         final = {

@@ -31,8 +31,12 @@ def test_all_labels_leaves_nothing_unlabeled():
 
 
 def test_too_many_labels_is_an_error():
-    with pytest.raises(DataError, match="class '0', which has only 30"):
+    with pytest.raises(DataError, match="class '0', which has only 30$"):
         make_split(Y, CLASSES, 28, 3, seed=0)
+    # counted after a held-out test set, the message says so (the class folder holds more)
+    with pytest.raises(DataError, match="class '0', which has only 30 once its share of the test set is held "
+                                        r"out \(test_fraction\)$"):
+        make_split(Y, CLASSES, 28, 3, seed=0, held_out=True)
 
 
 def test_save_and_load(tmp_path):

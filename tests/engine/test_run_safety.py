@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from metassl import config
 from metassl.engine import rundir
 from metassl.engine.trainer import Trainer
+from metassl.errors import CheckpointError, DataError
 from tests.conftest import FAST, REPO, kill_after_checkpoint
 
 
@@ -288,3 +290,135 @@ def test_a_run_given_its_lengths_as_step_counts_resumes(tmp_path):
     assert config.dump(again) == config.dump(cfg)
     Trainer(again, part, resume=True).fit()
     assert _without_times(_rows(part)) == _without_times(_rows(tmp_path / "whole"))
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=10):
+    """labeled/<class>/ of tiny PNGs (no test/: a share of each class is held out) and unlabeled/."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / "labeled" / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(60 + 130 * c + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "labeled" / name / f"{i}.png")
+    (root / "unlabeled").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "unlabeled" / f"u{i}.png")
+    return root
+
+
+def _train_on_folder(data, out):
+    cfg = config.load_config(None, ["dataset=imagefolder", f"data_root={data}", "image_size=8", "model=mlp",
+                                    "labels_per_class=3", "val_per_class=2", "batch_size=8", "tensorboard=false",
+                                    "steps=4", "eval_every=4", "threads=1"])
+    Trainer(cfg, out).fit()
+
+
+def _error_line(proc):
+    """The one error line, beside the notes a start prints (the test set held out, training begun)."""
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith("metassl: training ") and "has no test set; held out" not in line]
+    assert len(lines) == 1 and lines[0].startswith("metassl: error: "), proc.stderr
+    return lines[0]
+
+
+def test_eval_and_resume_refuse_images_added_to_the_runs_folder_since_it_was_trained(cli, tmp_path):
+    data, out = _image_folder(tmp_path / "D"), tmp_path / "run"
+    _train_on_folder(data, out)
+    before = _files(out)
+    added = [data / "labeled" / "dog" / f"new{i}.png" for i in range(6)]
+    for path in added:
+        shutil.copy(data / "labeled" / "dog" / "0.png", path)
+    for command in (["eval", str(out)], ["train", "--resume", str(out), "steps=8"]):
+        proc = cli(*command)
+        line = _error_line(proc)
+        assert proc.returncode == 1 and "the data changed since the run was trained" in line
+        assert "it now holds 27 training examples, the run was trained on 22" in line
+        assert "its test set now holds 5 examples, the run's held 4" in line
+    assert _files(out) == before
+    for path in added:
+        path.unlink()
+    cli("eval", str(out), check=True)
+    split = json.loads((out / "split.json").read_text())
+    assert (split["n_train"], split["n_test"]) == (22, 4)  # 2 x 10 labeled less 4 held out, 6 unlabeled
+    # a split.json written before it recorded the data as a whole is read as before
+    for key in ("n_train", "train_labels_digest", "n_test"):
+        split.pop(key)
+    (out / "split.json").write_text(json.dumps(split))
+    cli("eval", str(out), check=True)
+
+
+def test_a_split_refuses_data_of_the_same_size_with_other_labels_or_another_test_set(tmp_path):
+    from metassl.data.splits import data_identity, labels_digest, load_split, make_split, save_split
+
+    y = torch.tensor([0, 1] * 10 + [-1] * 4)
+    split = make_split(y, ["a", "b"], 3, 2, seed=0)
+    path = tmp_path / "split.json"
+    save_split(split, path, labels_digest=labels_digest(split, y), **data_identity(y, 6))
+    assert torch.equal(load_split(path, len(y), y, 6).labeled, split.labeled)
+    labeled = y.clone()
+    labeled[-1] = 0  # an unlabeled example now labeled; the split's own examples are unchanged
+    with pytest.raises(DataError, match="its 24 training examples have other labels, or are in another order"):
+        load_split(path, len(y), labeled, 6)
+    with pytest.raises(DataError, match="its test set now holds 7 examples, the run's held 6"):
+        load_split(path, len(y), y, 7)
+
+
+def test_classes_added_or_renamed_since_the_run_are_named_before_its_weights_are_loaded(cli, tmp_path):
+    data, out = _image_folder(tmp_path / "D"), tmp_path / "run"
+    _train_on_folder(data, out)
+    before = _files(out)
+    shutil.copytree(data / "labeled" / "dog", data / "labeled" / "zebra")
+    for command in (["eval", str(out)], ["train", "--resume", str(out), "steps=8"]):
+        proc = cli(*command)
+        assert proc.returncode == 1 and _error_line(proc) == (
+            f"metassl: error: data: {data} has the classes cat, dog, zebra; run {out} was trained on cat, dog "
+            "(zebra is new)")
+    assert _files(out) == before
+    shutil.rmtree(data / "labeled" / "zebra")
+    (data / "labeled" / "dog").rename(data / "labeled" / "wolf")
+    proc = cli("eval", str(out))
+    assert _error_line(proc).endswith("was trained on cat, dog (wolf is new; dog is missing)")
+
+
+def test_a_run_stopped_before_its_first_evaluation_says_how_to_continue_it(cli, tmp_path):
+    from metassl.api.export import export_run
+    from metassl.api.predict import predict_to_csv
+
+    out = tmp_path / "run"
+    trainer = Trainer(config.load_config(None, FAST + ["steps=20", "eval_every=20", "checkpoint_every=5"]), out)
+    kill_after_checkpoint(trainer, 5)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert (out / "checkpoint.pt").is_file() and not (out / "best.pt").exists()
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1, 8, 8), np.uint8))
+    reads = (lambda: rundir.evaluate_run(out), lambda: export_run(out, "torchscript", tmp_path / "m.pt"),
+             lambda: predict_to_csv(out, [tmp_path / "x.npz"], tmp_path / "p.csv"))
+    for read in reads:
+        with pytest.raises(CheckpointError) as info:
+            read()
+        assert str(info.value) == (f"checkpoint: {out / 'best.pt'} does not exist: the run stopped before its "
+                                   f"first evaluation; 'metassl train --resume {out}' continues it")
+    assert rundir.evaluate_run(out, "last")["step"] == 5
+    (out / "checkpoint.pt").unlink()
+    for weights in ("selected", "last"):
+        proc = cli("eval", str(out), "--weights", weights)
+        assert proc.returncode == 1 and f"the run in {out} has no saved weights" in _one_line(proc)
+
+
+def test_an_interrupt_as_an_overwrite_starts_leaves_a_run_to_resume(tmp_path, monkeypatch):
+    from metassl import cli
+
+    out = tmp_path / "run"
+    _train(out, "steps=5", "eval_every=5")
+    real_clear = rundir.clear_run
+
+    def clear_then_interrupt(path):
+        real_clear(path)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C as the old run's files are removed
+
+    monkeypatch.setattr(rundir, "clear_run", clear_then_interrupt)
+    assert cli.main(["train", "--out", str(out), "--overwrite", *FAST, "steps=10", "eval_every=5"]) == 130
+    monkeypatch.undo()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 0
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert json.loads((out / "final.json").read_text())["steps"] == 10
