@@ -121,7 +121,7 @@ def load_split(path: Path, n_train: int, y: torch.Tensor | None = None, n_test: 
                     if unlabeled else "the run's labeled and validation examples have other labels in it")
             raise DataError(f"split: the data read now does not match {path}: {what}; it is not the "
                             "run's data, or not in the same order")
-        if data.get("train_labels_digest", _labels_hash(y)) != _labels_hash(y):
+        if data.get("train_labels_digest") not in (None, _labels_hash(y)):
             raise DataError(f"split: the data read now does not match {path}: its {len(y)} training examples "
                             "have other labels, or are in another order; the data changed since the run was trained")
     return split

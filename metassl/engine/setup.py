@@ -14,6 +14,7 @@ from torch import nn
 from metassl.config import TrainConfig
 from metassl.data.arrays import ArrayDataset
 from metassl.data.augment import Augmenter
+from metassl.data.images import _listing
 from metassl.data.runinfo import DATA_INFO, load_data_info
 from metassl.data.sources import dataset_options, load_dataset
 from metassl.data.splits import Split, data_identity, labels_digest, load_split, make_split, save_split
@@ -83,11 +84,6 @@ def write_split(cfg: TrainConfig, split: Split, run_dir: Path, data: ArrayDatase
                **data_identity(data.y_train, size_of_test_set(data)))
 
 
-def _names(classes: list, most: int = 10) -> str:
-    shown = ", ".join(str(c) for c in classes[:most])
-    return shown if len(classes) <= most else f"{shown}, ... ({len(classes)} in all)"
-
-
 def check_classes(data: ArrayDataset, run_dir: Path) -> None:
     """Refuse data whose classes are not those the run in ``run_dir`` was trained on, in their
     order (its data_info.json's): the model has one output per class. A run without the file passes."""
@@ -100,9 +96,9 @@ def check_classes(data: ArrayDataset, run_dir: Path) -> None:
     new, gone = [c for c in now if c not in trained], [c for c in trained if c not in now]
     for names, what in ((new, "new"), (gone, "missing")):
         if names:
-            diff.append(f"{_names(names)} {'is' if len(names) == 1 else 'are'} {what}")
-    raise DataError(f"data: {data.name} has the classes {_names(now)}; run {run_dir} was trained on "
-                    f"{_names(trained)} ({'; '.join(diff) or 'in another order'})")
+            diff.append(f"{_listing(names)} {'is' if len(names) == 1 else 'are'} {what}")
+    raise DataError(f"data: {data.name} has the classes {_listing(now)}; run {run_dir} was trained on "
+                    f"{_listing(trained)} ({'; '.join(diff) or 'in another order'})")
 
 
 def translation(setting: Optional[int], hw: tuple[int, int]) -> int:
