@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -31,6 +32,7 @@ from metassl.bench import paired
 from metassl.engine import rundir
 from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
+from metassl.report import records
 from metassl.errors import ConfigError, MetasslError
 
 SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper", "parents"}
@@ -448,6 +450,7 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
     # differs from this invocation's when the suite was filled in parts with other overrides.
     rows = [{"name": p.name, "overrides": flat,
              "config": flatten(config_mod.load_yaml(p / "config.yaml")) if (p / "config.yaml").is_file() else None,
+             "recent_test_errors": recent_test_errors(p),
              **json.loads((p / "final.json").read_text())} if (p / "final.json").exists() else earlier[p.name]
             for p, flat in zip(paths, runs) if (p / "final.json").exists() or p.name in earlier]
     out.mkdir(parents=True, exist_ok=True)
@@ -457,6 +460,17 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
     table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides, command)
     (out / "table.md").write_text(table)
     return table
+
+
+RECENT = 3  # evaluations a row's convergence is judged on (their span: the largest minus the smallest)
+
+
+def recent_test_errors(run: Path, count: int = RECENT) -> list[float]:
+    """The test errors of a run's last ``count`` evaluations, in step order. A resumed run logs
+    again the steps after its checkpoint: the later record of a step is the one that counts."""
+    by_step = {r["step"]: r["test_error"] for r in records.read_jsonl(run / "metrics.jsonl")
+               if isinstance(r.get("step"), int) and r.get("test_error") is not None}
+    return [by_step[step] for step in sorted(by_step)[-count:]]
 
 
 def _fmt(values: list[float]) -> str:
@@ -509,49 +523,65 @@ def _selection(rows: list[dict]) -> str:
 
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1,
                overrides: list[str] | None = None, command: str | None = None) -> str:
+    threads = {(row.get("config") or {}).get("threads") for row in rows}
+    lines = [f"# Suite `{name}`", "",
+             f"Command: `metassl bench {command or name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
+             f"{''.join(' ' + o for o in overrides or [])}`; "
+             f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
+             f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", ""]
+    return "\n".join(lines + table_body(suite, rows, keys)) + "\n"
+
+
+def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
+    """The markdown lines of a suite's tables under its heading and command line: one row per
+    setting of ``keys`` over seeds, then the paired differences (``bench.paired``)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         setting = row.get("config") or row["overrides"]
         groups.setdefault(tuple(json.dumps(setting.get(k)) for k in keys), []).append(row)
     papers = suite.get("paper") or []
     has_paper = bool(papers)
-    head = keys + ["test error % (mean ± std)", "per seed", "last step %", "val error %", "runs", "wall min/run",
-                   "CPU min/run"]
+    head = keys + ["test error % (mean ± std)", "per seed", "selected step", "last step %",
+                   f"last {RECENT} evaluations' span", "val error %", "runs", "wall min/run", "CPU min/run"]
     if has_paper:
         head.append("paper")
-    threads = {(row.get("config") or {}).get("threads") for row in rows}
-    lines = [f"# Suite `{name}`", "",
-             f"Command: `metassl bench {command or name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
-             f"{''.join(' ' + o for o in overrides or [])}`; "
-             f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
-             f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", "",
-             f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
-             f"order), and the error at the last step beside it.{_differences(rows)}", "",
+    lines = [f"Test error of {_selection(rows)}; mean ± sample std over seeds, each seed's (in seed "
+             f"order) with the step it was selected at, and the error at the last step beside it; the "
+             f"span of each seed's last {RECENT} evaluations (test error, largest minus smallest: within "
+             f"0.3 points counts as converged).{_differences(rows)}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
         cells = _cells(keys, key)
         tests = [r["test_error"] for r in group if r.get("test_error") is not None]
-        per_seed = _per_seed(group)
         last = [r["last_test_error"] for r in group if r.get("last_test_error") is not None]
         vals = [r["val_error"] for r in group if r.get("val_error") is not None]
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
-        cells += [_fmt(tests), per_seed, _fmt(last), _fmt(vals), len(group), f"{minutes:.2f}", f"{cpu:.2f}"]
+        cells += [_fmt(tests), _per_seed(group, "test_error", "{:.2f}"), _per_seed(group, "selected_step", "{}"),
+                  _fmt(last), _per_seed(group, "recent_test_errors", "{:.2f}", _span), _fmt(vals), len(group),
+                  f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
             cells.append(f"{match[0]['error']} ({match[0]['source']})" if match else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     comps = paired.comparisons(groups, keys, suite.get("parents") or [], lambda r: r.get("config") or r["overrides"])
-    lines += paired.table_lines(comps, lambda key: _cells(keys, key), keys)
-    return "\n".join(lines) + "\n"
+    return lines + paired.table_lines(comps, lambda key: _cells(keys, key), keys)
 
 
-def _per_seed(group: list[dict]) -> str:
-    """Each seed's test error in seed order; seeds named where they are not 0, 1, 2, ..."""
-    done = sorted((paired.seed_of(r), r["test_error"]) for r in group if r.get("test_error") is not None)
+def _span(values: list[float]) -> Optional[float]:
+    """The largest minus the smallest of a full set of recent evaluations (a run with fewer has none)."""
+    return max(values) - min(values) if len(values) == RECENT else None
+
+
+def _per_seed(group: list[dict], field: str, fmt: str, value=lambda v: v) -> str:
+    """``field`` of each seed's run in seed order ('-' where a run has none: a row of an older
+    results file); seeds named where they are not 0, 1, 2, ..."""
+    done = sorted((paired.seed_of(r), r.get(field)) for r in group if r.get("test_error") is not None)
     named = [s for s, _ in done] != list(range(len(done)))
-    return ", ".join(f"{f'seed {s}: ' if named else ''}{e:.2f}" for s, e in done) or "n/a"
+    shown = [(s, value(v) if v is not None else None) for s, v in done]
+    return ", ".join(f"{f'seed {s}: ' if named else ''}{fmt.format(v) if v is not None else '-'}"
+                     for s, v in shown) or "n/a"
 
 
 def _cells(keys: list[str], key: tuple) -> list:
