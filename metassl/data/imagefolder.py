@@ -5,7 +5,8 @@
   test/<class>/<image>      optional
 
 Another folder beside them is not read: a misspelt one (unlabelled/, Test/) is an error, another
-holding images is named on stderr. Without test/, a share (`test_fraction`) of each class's labeled images is held out as the
+holding images is named on stderr, and so are files in the three that are not images by their
+suffix (a file without one, notes.txt). Without test/, a share (`test_fraction`) of each class's labeled images is held out as the
 test set (`metassl.data.holdout`).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from metassl.data.arrays import ArrayDataset
-from metassl.data.images import _class_folders, _flatten, _from_paths, images_under
+from metassl.data.images import _class_folders, _flatten, _from_paths, images_under, say_skipped
 from metassl.errors import DataError
 
 def load_imagefolder(root: Path, image_size: Optional[int] = 32, channels: Optional[int] = None,
@@ -26,14 +27,16 @@ def load_imagefolder(root: Path, image_size: Optional[int] = 32, channels: Optio
         raise DataError(f"data: {root} {what}; expected labeled/<class>/<image>, optionally "
                         "unlabeled/<image> and test/<class>/<image>")
     _check_top_level(root)
-    folders = _class_folders(root / "labeled")
+    skipped: list[Path] = []
+    folders = _class_folders(root / "labeled", skipped=skipped)
     classes = [name for name, _ in folders]
     paths, y = _flatten(folders, classes)
-    unlabeled = images_under(root / "unlabeled")
+    unlabeled = images_under(root / "unlabeled", skipped)
     test_paths: list[Path] = []
     test_y: list[int] = []
     if (root / "test").is_dir():
-        test_paths, test_y = _flatten(_class_folders(root / "test", classes), classes)
+        test_paths, test_y = _flatten(_class_folders(root / "test", classes, skipped), classes)
+    say_skipped(root, skipped)
     return _from_paths(str(root), classes, paths + unlabeled, y + [-1] * len(unlabeled),
                        test_paths, test_y, image_size, channels, test_fraction)
 

@@ -9,6 +9,7 @@ integers and alphabetically otherwise.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -116,8 +117,9 @@ def _natural(names: Sequence[str]) -> list[str]:
     return sorted(names)
 
 
-def images_under(folder: Path) -> list[Path]:
-    """Image files anywhere below `folder` (hidden ones skipped), sorted. Symbolic links are
+def images_under(folder: Path, skipped: Optional[list[Path]] = None) -> list[Path]:
+    """Image files anywhere below `folder` (hidden ones skipped), sorted; the other files, not
+    images by their suffix, are added to `skipped` where one is given. Symbolic links are
     followed; one that leads back to a folder already read is an error (its images would count
     twice, or without end)."""
     found = []
@@ -129,13 +131,26 @@ def images_under(folder: Path) -> list[Path]:
                             "remove the link or point it elsewhere")
         read[real] = root
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, n) for n in names
-                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        visible = [Path(root, n) for n in names if not n.startswith(".")]
+        found += [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
+        if skipped is not None:
+            skipped += [p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES]
     return sorted(found)
 
 
-def _class_folders(folder: Path, known: Optional[Sequence[str]] = None) -> list[tuple[str, list[Path]]]:
-    """(class, images) for each class folder in `folder`; with `known`, only those classes."""
+def say_skipped(root: Path, skipped: Sequence[Path]) -> None:
+    """One line on stderr naming the files below ``root`` that were not read as images."""
+    if skipped:
+        names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in sorted(skipped)]
+        print(f"metassl: {len(names)} file{'s' if len(names) > 1 else ''} under {root} not read, not "
+              f"images by their suffix ({_listing(names, 3)}); images end in {', '.join(IMAGE_SUFFIXES)}",
+              file=sys.stderr)
+
+
+def _class_folders(folder: Path, known: Optional[Sequence[str]] = None,
+                   skipped: Optional[list[Path]] = None) -> list[tuple[str, list[Path]]]:
+    """(class, images) for each class folder in `folder`; with `known`, only those classes; files
+    that are not images are added to `skipped` where one is given."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     stray = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if stray:
@@ -150,7 +165,7 @@ def _class_folders(folder: Path, known: Optional[Sequence[str]] = None) -> list[
         if known is not None and name not in known:
             raise DataError(f"data: {folder / name} is a class that has no labeled training images "
                             f"(known classes: {_listing(known)})")
-        images = images_under(folder / name)
+        images = images_under(folder / name, skipped)
         if not images:
             raise DataError(f"data: class folder {folder / name} holds no images "
                             f"({', '.join(IMAGE_SUFFIXES)})")

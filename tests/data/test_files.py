@@ -201,6 +201,27 @@ def test_another_top_level_folder_of_images_is_named_on_stderr(tmp_path, capsys)
     assert "notes" not in err
 
 
+def test_files_that_are_not_images_by_their_suffix_are_named_on_stderr(tmp_path, capsys):
+    root = image_folder(tmp_path / "data", unlabeled=2)
+    save(root / "labeled" / "red" / "noext.png", RED)
+    (root / "labeled" / "red" / "noext.png").rename(root / "labeled" / "red" / "noext")  # an image without a suffix
+    (root / "unlabeled" / "notes.txt").write_text("scanned on Monday")
+    (root / "unlabeled" / ".DS_Store").write_text("hidden")
+    save(root / "test" / "red" / "t.png", RED)
+    (root / "test" / "red" / "t.csv").write_text("x")
+    ds = load("imagefolder", root)
+    assert ds.y_train.tolist().count(-1) == 2
+    err = capsys.readouterr().err
+    line = next(l for l in err.splitlines() if "not read, not images" in l)
+    assert line.startswith(f"metassl: 3 files under {root} not read, not images by their suffix (")
+    assert all(name in line for name in ("labeled/red/noext", "test/red/t.csv", "unlabeled/notes.txt"))
+    assert ".DS_Store" not in err and "images end in .png, .jpg" in line
+    # a folder of images alone says nothing
+    clean = image_folder(tmp_path / "clean", unlabeled=2)
+    load("imagefolder", clean)
+    assert "not read" not in capsys.readouterr().err
+
+
 def test_jpeg_files_named_jfif_or_jpe_are_images(tmp_path):
     root = image_folder(tmp_path / "data", unlabeled=0)
     save(root / "unlabeled" / "a.jfif", RED, fmt="JPEG")
