@@ -202,9 +202,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory (finished runs are skipped)")
     b.add_argument("--dry-run", action="store_true", help="list the runs (speed: the rows) without training or timing")
     b.add_argument("--jobs", type=_positive_int, default=1, help="suite: runs trained at once, one thread each")
-    b.add_argument("--only", nargs="+", metavar="KEY=V1,V2", help="suite: train only the runs whose "
+    b.add_argument("--only", nargs="+", action="extend", metavar="KEY=V1,V2", help="suite: train only the runs whose "
                    "settings match (e.g. method=supervised,mixup seed=0); the table covers every finished run")
-    b.add_argument("--include", nargs="+", metavar="RESULTS_JSON", help="suite: earlier results.json files of "
+    b.add_argument("--include", nargs="+", action="extend", metavar="RESULTS_JSON", help="suite: earlier results.json files of "
                    "this suite (another machine's, an earlier session's): their runs count as finished and join "
                    "the table wherever --out has not finished them")
     b.add_argument("--model", default="cnn3", help="speed: model to time")

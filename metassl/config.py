@@ -360,13 +360,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # << *anchor: its keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
+            # by position, so that two keys on one line ({steps: 20, steps: 30}) collide too
+            where = (key_node.start_mark.line, key_node.start_mark.column)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.setdefault(key, where)
             except TypeError:  # an unhashable key: left to the base class's own error
                 continue
-            if first != key_node.start_mark.line + 1:
-                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            if first != where:
+                raise _DuplicateKey(key, first[0] + 1, where[0] + 1)
         return super().construct_mapping(node, deep=deep)
 
 

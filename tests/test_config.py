@@ -91,6 +91,15 @@ def test_a_key_given_twice_in_a_file_is_an_error(tmp_path):
     nested.write_text("mixup:\n  alpha: 0.3\n  alpha: 0.4\n")
     with pytest.raises(ConfigError, match="line 3: key 'alpha' is given twice"):
         config.load_yaml(nested)
+    # on one line, in a flow mapping, as suite files write their runs
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("base: {steps: 20}\nruns:\n  - {method: fixmatch, fixmatch: {meta_gradient: true}, fixmatch: {threshold: 0.9}}\n")
+    with pytest.raises(ConfigError, match="flow.yaml line 3: key 'fixmatch' is given twice \\(first on line 3\\)"):
+        config.load_yaml(flow)
+    # a merge key's values may be overridden, as YAML allows
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("a: &base {steps: 20, lr: 0.1}\nb: {<<: *base, steps: 30}\n")
+    assert config.load_yaml(merged)["b"] == {"steps": 30, "lr": 0.1}
     # the same key in two different sections is not a repeat
     fine = tmp_path / "fine.yaml"
     fine.write_text("mixup:\n  alpha: 0.3\nmixup_ssl:\n  alpha: 0.4\n")

@@ -18,7 +18,9 @@ from pathlib import Path
 from metassl.bench import suites
 from metassl.errors import ConfigError, MetasslError
 
-BLOCK = re.compile(r"^(<!-- table: (\S+) from (\S+) -->\n)(.*?)(^<!-- end of table -->$)", re.S | re.M)
+END = "<!-- end of table -->"
+# a block's body holds no other opening, so a block without its end never swallows the next one
+BLOCK = re.compile(r"^(<!-- table: (\S+) from (\S+) -->\n)((?:(?!^<!-- table: ).)*?)(^" + END + "$)", re.S | re.M)
 
 
 def tables(suite_name: str, results: Path) -> str:
@@ -31,16 +33,30 @@ def tables(suite_name: str, results: Path) -> str:
         raise ConfigError(f"readme: {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigError(f"readme: {path}: not JSON ({exc})") from None
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "test_error" in r for r in rows):
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and "test_error" in r
+            and isinstance(r.get("overrides"), dict) for r in rows):
         raise ConfigError(f"readme: {path}: not a suite's results.json with runs (a list of runs, each with "
-                          f"test_error)")
-    return "\n".join(suites.table_body(suite, rows, suites.group_keys(suite, suites.expand(suite)))) + "\n"
+                          f"name, overrides and test_error)")
+    runs = suites.expand(suite)
+    names = {suites.run_name(run) for run in runs}
+    stray = next((r["name"] for r in rows if r["name"] not in names), None)
+    if stray is not None:
+        raise ConfigError(f"readme: {path}: run {stray} is not a run of suite {suite_name}")
+    return "\n".join(suites.table_body(suite, rows, suites.group_keys(suite, runs))) + "\n"
 
 
 def render(text: str, root: Path) -> tuple[str, list[str]]:
     """``text`` with every table block regenerated (folders relative to ``root``), and the blocks
     that changed, by their opening line."""
     changed: list[str] = []
+    opened = [m for m in re.finditer(r"^<!-- table: .*$", text, re.M)]
+    closed = {m.start(1) for m in BLOCK.finditer(text)}
+    for m in opened:
+        if m.start() not in closed:
+            line = text.count("\n", 0, m.start()) + 1
+            raise ConfigError(f"readme: line {line}: {m.group(0).strip()} has no {END} after it (or is not "
+                              f"'<!-- table: SUITE from FOLDER -->')")
 
     def fill(match: re.Match) -> str:
         body = tables(match.group(2), root / match.group(3))

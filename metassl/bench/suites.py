@@ -79,24 +79,48 @@ def check_suite(path: Path, suite: dict) -> None:
         raise bad("seeds", "a non-empty list of distinct integers")
     if "seed" in (suite.get("grid") or {}) or any("seed" in flatten(r) for r in runs):
         raise ConfigError(f"bench: {path}: seeds go in the suite's seeds list, not in grid or runs")
-    for i, entry in enumerate(suite.get("parents") or []):
+    parents = suite.get("parents") or []
+    if not isinstance(parents, list):
+        raise bad("parents", "a list of {match: {key: value}, parent: {key: value}}")
+    for key, values in (suite.get("grid") or {}).items():
+        if not isinstance(values, list):
+            raise ConfigError(f"bench: {path}: grid.{key} must be a list of values, got {json.dumps(values, default=str)}")
+    for i, entry in enumerate(parents):
         if not (isinstance(entry, dict) and set(entry) == {"match", "parent"}
                 and all(isinstance(entry[k], dict) and entry[k] for k in entry)):
             raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}}, "
                               f"got {entry!r}")
     papers = suite.get("paper") or []
     if not isinstance(papers, list) or not all(
-            isinstance(p, dict) and isinstance(p.get("match"), dict) and {"error", "source"} <= set(p) for p in papers):
-        raise bad("paper", "a list of {match: {key: value}, error: ..., source: ...}")
+            isinstance(p, dict) and isinstance(p.get("match"), dict) and {"error", "source"} <= set(p)
+            and isinstance(p["error"], (int, float)) and not isinstance(p["error"], bool) for p in papers):
+        raise bad("paper", "a list of {match: {key: value}, error: NUMBER, source: ...}")
     if not runs and not suite.get("grid"):
         raise ConfigError(f"bench: {path}: defines no runs; give a grid or a list of runs")
     grid_runs = expand(suite)
     if not grid_runs:
         raise ConfigError(f"bench: {path}: its grid has an empty list of values, so it defines no runs")
+    seen: dict[str, int] = {}
+    for run in grid_runs:
+        if seen.setdefault(run_name(run), 0):
+            raise ConfigError(f"bench: {path}: two runs of its grid and runs have the same settings "
+                              f"({run_name({k: v for k, v in run.items() if k != 'seed'}) or 'the base'}); "
+                              "each run must differ in some setting, or it would count twice")
+        seen[run_name(run)] = 1
+    for i, entry in enumerate(parents):
+        for part in ("match", "parent"):
+            if not any(all(json.dumps(run.get(k)) == json.dumps(v) for k, v in entry[part].items()) for run in grid_runs):
+                raise ConfigError(f"bench: {path}: parents[{i}].{part} {json.dumps(entry[part])} matches none of "
+                                  "the suite's runs")
     group_by = suite.get("group_by")
     if group_by is not None:
         if not isinstance(group_by, list) or not all(isinstance(k, str) for k in group_by):
             raise bad("group_by", "a list of keys")
+        known = {k for run in grid_runs for k in run} | set(flatten(suite.get("base") or {}))
+        for key in group_by:
+            if key not in known:
+                raise ConfigError(f"bench: {path}: group_by key {key!r} is set by neither base nor any run "
+                                  f"(they set {', '.join(sorted(known - {'seed'}))})")
         rows: dict[tuple, dict] = {}
         for run in grid_runs:
             row = rows.setdefault(tuple(json.dumps(run.get(k)) for k in group_by), {})
@@ -259,24 +283,38 @@ def parse_only(only: list[str] | None) -> dict[str, list]:
     return wanted
 
 
-def select_runs(runs: list[dict], only: list[str] | None) -> list[dict]:
-    """The runs whose settings match every ``--only`` filter (all runs without filters)."""
+def select_runs(runs: list[dict], only: list[str] | None, resolved: list[dict] | None = None) -> list[dict]:
+    """The runs whose settings match every ``--only`` filter (all runs without filters). With
+    ``resolved`` (each run's flat resolved config, in order), a value matches the run's resolved
+    setting too: ``fixmatch.meta_gradient=false`` picks the runs that leave it at its default,
+    as the table shows them."""
     wanted = parse_only(only)
     keys = {k for r in runs for k in r}
+    settled = resolved or [{} for _ in runs]
+
+    def values(i: int, key: str) -> set[str]:
+        return {json.dumps(runs[i].get(key))} | ({json.dumps(settled[i][key])} if key in settled[i] else set())
+
     for key in wanted:
         if key not in keys:
             raise ConfigError(f"bench: --only {key}: not a key of this suite's runs; they vary "
                               f"{', '.join(sorted(keys))} (an override for every run goes before --only)")
-        have = {json.dumps(r.get(key)): r.get(key) for r in runs}
+        have = [v for i in range(len(runs)) for v in sorted(values(i, key))]
         for value in wanted[key]:
             if json.dumps(value) not in have:
-                shown = ", ".join("null" if v is None else str(v) for v in have.values())
-                raise ConfigError(f"bench: --only {key}={'null' if value is None else value}: no run of the suite "
+                shown = ", ".join(_written(json.loads(v)) for v in dict.fromkeys(have))
+                raise ConfigError(f"bench: --only {key}={_written(value)}: no run of the suite "
                                   f"has it (its runs have {key}: {shown})")
-    picked = [r for r in runs if all(r.get(k) in vals for k, vals in wanted.items())]
+    picked = [r for i, r in enumerate(runs)
+              if all(values(i, k) & {json.dumps(v) for v in vals} for k, vals in wanted.items())]
     if not picked:
         raise ConfigError(f"bench: --only {' '.join(only or [])}: matches none of the suite's {len(runs)} runs")
     return picked
+
+
+def _written(value) -> str:
+    """A value as a command line writes it (null, true, 0.5, mixup)."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def own_sections(base: dict, method: str) -> dict:
@@ -342,10 +380,13 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
     finished run in ``out``, with the runs of the ``include`` results files that ``out`` lacks."""
     name, suite = load_suite(name_or_path)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"bench: --out {out} is a file; give a folder (new or a suite's output)")
+    check_overrides(name, expand(suite), overrides)
     resolved = resolve_runs(name, suite, overrides)
     runs = [flat for flat, _ in resolved]
     earlier = included_rows(include or [], resolved, name)
-    chosen = {run_name(r) for r in select_runs(runs, only)}
+    chosen = {run_name(r) for r in select_runs(runs, only, [flatten(config_mod.dump(c)) for _, c in resolved])}
     if out is not None:
         check_finished(out, [(f, c) for f, c in resolved if run_name(f) in chosen], name)
     if dry_run:
@@ -369,7 +410,24 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     else:
         for i, p, cfg in todo:
             _run_one(i, len(todo), p, cfg, None)
-    return tabulate(name_or_path, out, jobs, include, overrides)
+    # the machine line says "runs at once" only of runs this command trained so
+    return tabulate(name_or_path, out, jobs, include, overrides, at_once=min(jobs, len(todo)) if todo else 1)
+
+
+def check_overrides(name: str, runs: list[dict], overrides: list[str] | None) -> None:
+    """A command-line override of a key the suite's grid or runs set (the seed among them) is a
+    one-line error: it would change some runs and not others, or none, while the table named it."""
+    set_by_runs = {k for r in runs for k in r}
+    for key in flatten(config_mod.parse_overrides(overrides or [])):
+        if key == "seed":
+            raise ConfigError(f"bench: seed=...: suite {name} takes its seeds from its seeds list "
+                              f"({', '.join(str(s) for s in dict.fromkeys(r['seed'] for r in runs))}); "
+                              "pick some with --only seed=N[,M]")
+        if key in set_by_runs:
+            shown = ", ".join(dict.fromkeys(json.dumps(r.get(key)) for r in runs))
+            raise ConfigError(f"bench: {key}=...: suite {name}'s runs set {key} themselves ({shown}), so an "
+                              f"override would not apply to them all; pick runs with --only {key}=V, or "
+                              f"write a suite file with the values you want")
 
 
 # Keys that say how a run was executed, not what it computed: an included run may differ in them
@@ -431,14 +489,16 @@ def check_finished(out: Path, resolved: list[tuple[dict, config_mod.TrainConfig]
     suite filled in parts under other overrides says so in its table.)"""
     for flat, cfg in resolved:
         path = out / run_name(flat)
-        if (path / "final.json").exists() and (path / "config.yaml").is_file():
+        state = "finished" if (path / "final.json").exists() else "interrupted" if (
+            path / "checkpoint.pt").exists() else None
+        if state and (path / "config.yaml").is_file():
             # compared as results.json records it (tabulate), so a config of an older version never fails to load
             _same_experiment(flatten(config_mod.dump(cfg)), flatten(config_mod.load_yaml(path / "config.yaml")),
-                             f"{path} (finished; use another --out for other settings)", suite, _inert(cfg))
+                             f"{path} ({state}; use another --out for other settings)", suite, _inert(cfg))
 
 
 def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | None = None,
-             overrides: list[str] | None = None) -> str:
+             overrides: list[str] | None = None, at_once: int | None = None) -> str:
     """Write ``out/results.json`` and ``out/table.md`` from every finished run of the suite in
     ``out`` (trains nothing), and from the rows of the ``include`` results files for the runs that
     ``out`` has not finished (checked against the suite under ``overrides``), and return the table."""
@@ -457,7 +517,8 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     # a suite file of the user's is named as it was given, so the command line can be run again
     command = name_or_path if Path(name_or_path).suffix in (".yaml", ".yml") else name
-    table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides, command)
+    table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides, command,
+                       jobs if at_once is None else at_once)
     (out / "table.md").write_text(table)
     return table
 
@@ -477,22 +538,25 @@ def _fmt(values: list[float]) -> str:
     if not values:
         return "n/a"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}"
+    if len(values) == 1:  # one seed has no spread to show
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _beyond_grid(rows: list[dict]) -> dict[str, list[str]]:
+    """The settings, outside the suite's grid and seeds, in which the tabulated runs differ (a
+    suite filled in parts with other overrides): key -> its values, as JSON."""
+    configs = [r.get("config") or {} for r in rows]
+    varied = {k for r in rows for k in r.get("overrides") or {}} | {"seed"}
+    # data_root is where each machine keeps the data, not a setting of the experiment
+    shared = set.intersection(*(set(c) for c in configs)) - varied - {"data_root"} if configs else set()
+    found = {key: sorted({json.dumps(c[key]) for c in configs}) for key in sorted(shared)}
+    return {key: values for key, values in found.items() if len(values) > 1}
 
 
 def _differences(rows: list[dict]) -> str:
-    """A sentence naming the settings, outside the suite's grid and seeds, in which the tabulated
-    runs differ (a suite filled in parts with other overrides), or ''."""
-    configs = [r.get("config") or {} for r in rows]
-    varied = {k for r in rows for k in r["overrides"]} | {"seed"}
-    # data_root is where each machine keeps the data, not a setting of the experiment
-    shared = set.intersection(*(set(c) for c in configs)) - varied - {"data_root"} if configs else set()
-    parts = []
-    for key in sorted(shared):
-        values = sorted({json.dumps(c[key]) for c in configs})
-        if len(values) > 1:
-            parts.append(f"{key} ({', '.join(values)})")
+    """A sentence naming the settings beyond the grid in which the tabulated runs differ, or ''."""
+    parts = [f"{key} ({', '.join(values)})" for key, values in _beyond_grid(rows).items()]
     return f" The runs differ beyond the grid in: {'; '.join(parts)}." if parts else ""
 
 
@@ -522,19 +586,26 @@ def _selection(rows: list[dict]) -> str:
 
 
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1,
-               overrides: list[str] | None = None, command: str | None = None) -> str:
+               overrides: list[str] | None = None, command: str | None = None, at_once: int | None = None) -> str:
+    """The suite's table.md: its heading, the command, the machine (``at_once``: how many runs
+    this command trained at once; the command's ``--jobs`` where not given), then ``table_body``."""
     threads = {(row.get("config") or {}).get("threads") for row in rows}
     lines = [f"# Suite `{name}`", "",
              f"Command: `metassl bench {command or name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
              f"{''.join(' ' + o for o in overrides or [])}`; "
-             f"{machine(jobs, threads.pop() if len(threads) == 1 else None)}; {dt.date.today().isoformat()}.",
+             f"{machine(jobs if at_once is None else at_once, threads.pop() if len(threads) == 1 else None)}; "
+             f"tabulated {dt.date.today().isoformat()}.",
              f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", ""]
     return "\n".join(lines + table_body(suite, rows, keys)) + "\n"
 
 
 def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
     """The markdown lines of a suite's tables under its heading and command line: one row per
-    setting of ``keys`` over seeds, then the paired differences (``bench.paired``)."""
+    setting of ``keys`` over seeds, then the paired differences (``bench.paired``). Runs that
+    differ beyond the grid in what they compute (``steps=20`` for some seeds) are rows of their
+    own, keyed by those settings too, and are paired only with runs that share them; a difference
+    in how they ran (``EXECUTION_KEYS``) is named, not split on."""
+    keys = keys + [k for k in _beyond_grid(rows) if k not in keys and k not in EXECUTION_KEYS]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         setting = row.get("config") or row["overrides"]

@@ -86,7 +86,7 @@ def test_paired_t_needs_two_values_and_a_spread():
 def test_suite_table_carries_per_seed_last_step_and_paired_lines():
     suite = {"description": "d", "seeds": [0, 1, 2], "parents": PARENTS}
     table = suites.make_table("s", suite, ROWS, KEYS)
-    assert "| 100 | meta_pl_mixup | - | - | 13.17 ± 1.26 | 13.00, 12.00, 14.50 | 14.17 ± 1.26 |" in table
+    assert "| 100 | meta_pl_mixup | - | - | 13.17 ± 1.26 | 13.00, 12.00, 14.50 | -, -, - | 14.17 ± 1.26 |" in table
     assert "| 100 | meta_pl_mixup | - | - | mixup_ssl | 0, 1, 2 | -0.50, -1.50, +0.50 | -0.50 | 2/3 |" in table
     assert "Paired by seed" in table
 

@@ -67,8 +67,8 @@ def test_a_stale_block_fails_the_check_and_is_rewritten_from_its_results(tmp_pat
     assert readme.main([str(page)]) == 0
     text = page.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("<!-- end of table -->\n\nafter\n")
-    assert "| supervised | - | - | 14.00 ± 0.00 | 14.00 |" in text
-    assert "| fixmatch | - | - | 11.00 ± 0.00 |" in text and "| -3.00 |" in text
+    assert "| supervised | - | - | 14.00 | 14.00 |" in text
+    assert "| fixmatch | - | - | 11.00 | 11.00 |" in text and "| -3.00 |" in text
     assert readme.main([str(page), "--check"]) == 0
 
 
@@ -76,6 +76,10 @@ def test_a_stale_block_fails_the_check_and_is_rewritten_from_its_results(tmp_pat
     (None, "res/results.json: No such file"),
     ("{not json", "not JSON"),
     ("[]", "not a suite's results.json with runs"),
+    ('[{"test_error": 1}]', "not a suite's results.json with runs (a list of runs, each with name, overrides"),
+    # another suite's rows would be grouped by this suite's keys into wrong rows
+    (json.dumps([_row("supervised", 0, 14.0), _row("mixup", 0, 9.0)]),
+     "run method=mixup,seed=0 is not a run of suite fashion-ssl-long"),
 ])
 def test_a_missing_or_bad_results_file_is_one_line(tmp_path, capsys, content, needle):
     page = _folder(tmp_path, [])
@@ -88,3 +92,14 @@ def test_a_missing_or_bad_results_file_is_one_line(tmp_path, capsys, content, ne
     assert readme.main([str(page)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and page.read_text() == before
+
+
+def test_a_table_block_without_its_end_is_an_error_not_skipped(tmp_path, capsys):
+    page = _folder(tmp_path, [_row("supervised", 0, 14.0)])
+    text = page.read_text().replace("<!-- end of table -->\n", "")
+    page.write_text(text + "<!-- table: fashion-ssl-long from res -->\nold\n<!-- end of table -->\n")
+    assert readme.main([str(page), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: readme: line 3: <!-- table: fashion-ssl-long from res --> has no <!-- end of table --> "
+                   "after it (or is not '<!-- table: SUITE from FOLDER -->')\n")
+    assert page.read_text().count("old") == 2

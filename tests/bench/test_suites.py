@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from metassl import config
 from metassl.bench import suites
 from metassl.errors import ConfigError
 
@@ -302,8 +304,22 @@ BASE = {"dataset": "digits", "model": "mlp", "steps": 2}
 
 
 @pytest.mark.parametrize("extra, needle", [
-    ({"grid": {"method": ["supervised", "mixup"]}, "group_by": ["methd"]},
-     "group_by ['methd'] puts runs that differ in method into one row"),
+    ({"grid": {"method": ["supervised", "mixup"], "lr": [0.1, 0.2]}, "group_by": ["method"]},
+     "group_by ['method'] puts runs that differ in lr into one row"),
+    ({"grid": {"method": ["supervised", "mixup"]}, "group_by": ["method", "lables_per_class"]},
+     "group_by key 'lables_per_class' is set by neither base nor any run"),
+    ({"runs": [{"method": "supervised"}, {"method": "mixup"}, {"method": "supervised"}]},
+     "two runs of its grid and runs have the same settings (method=supervised)"),
+    ({"grid": {"method": ["supervised", "supervised"]}, "group_by": ["method"]},
+     "two runs of its grid and runs have the same settings (method=supervised)"),
+    ({"grid": {"method": "supervised"}}, 'grid.method must be a list of values, got "supervised"'),
+    ({"grid": {"method": ["supervised", "mixup"]}, "parents": {"match": 1}}, "parents must be a list"),
+    ({"grid": {"method": ["supervised", "mixup"]}, "parents": [{"match": {"method": "mixup"},
+                                                                "parent": {"method": "mixp"}}]},
+     'parents[0].parent {"method": "mixp"} matches none of the suite\'s runs'),
+    ({"grid": {"method": ["supervised"]}, "paper": [{"match": {"method": "supervised"}, "error": "abc",
+                                                     "source": "x"}]},
+     "paper must be a list of {match: {key: value}, error: NUMBER"),
     ({"grid": {"method": ["supervised", "mixup"]}, "group_by": "method"}, "group_by must be a list of keys"),
     ({"grid": {"method": ["supervised"]}, "seeds": [0, 0]}, "seeds must be a non-empty list of distinct integers"),
     ({"grid": {"method": ["supervised"]}, "seeds": 3}, "seeds must be a non-empty list"),
@@ -369,3 +385,87 @@ def test_an_included_row_may_differ_in_layout_and_in_keys_its_setting_does_not_u
     (tmp_path / "old.json").write_text(json.dumps(rows))
     with pytest.raises(ConfigError, match="trained with metamixup.directional=\"fd\""):
         suites.tabulate(str(path), tmp_path / "out2", include=[tmp_path / "old.json"])
+
+
+def test_an_override_of_a_key_the_suites_runs_set_is_an_error_not_silently_ignored(tmp_path):
+    path = write_suite(tmp_path, {**SUITE, "grid": {"lr": [0.05]}, "runs": [
+        {"method": "supervised"}, {"method": "mixup"}, {"method": "mixup", "mixup": {"alpha": 0.2}}]})
+    for override, needle in (("seed=7", "takes its seeds from its seeds list (0, 1); pick some with --only seed="),
+                             ("method=fixmatch", "runs set method themselves"),
+                             ("mixup.alpha=0.3", "runs set mixup.alpha themselves (null, 0.2)")):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            suites.run_suite(str(path), tmp_path / "o", dry_run=True, overrides=[override])
+    # a key of base is the command line's to change
+    assert suites.run_suite(str(path), None, dry_run=True, overrides=["steps=5"])
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(ConfigError, match="--out .*afile is a file; give a folder"):
+        suites.run_suite(str(write_suite(tmp_path)), tmp_path / "afile", only=["seed=0"])
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_only_picks_runs_by_the_setting_the_table_shows_and_repeated_only_flags_combine(tmp_path, capsys):
+    from metassl.cli import main
+
+    suite = {**SUITE, "grid": {"method": ["fixmatch"]}, "runs": [{}, {"fixmatch": {"meta_gradient": True}}],
+             "paper": []}
+    path = write_suite(tmp_path, suite)
+    # the plain runs leave meta_gradient at its default: null in the suite, false as resolved and tabulated
+    assert suites.run_suite(str(path), None, dry_run=True, only=["fixmatch.meta_gradient=false"]).split() == [
+        "method=fixmatch,seed=0", "method=fixmatch,seed=1"]
+    assert suites.run_suite(str(path), None, dry_run=True, only=["fixmatch.meta_gradient=null", "seed=1"]).split() == [
+        "method=fixmatch,seed=1"]
+    with pytest.raises(ConfigError, match=r"fixmatch.meta_gradient=0.5: no run of the suite has it \(its runs "
+                                          r"have fixmatch.meta_gradient: false, null, true\)"):
+        suites.run_suite(str(path), None, dry_run=True, only=["fixmatch.meta_gradient=0.5"])
+    assert main(["bench", str(path), "--out", str(tmp_path / "o"), "--dry-run", "--only", "seed=0",
+                 "--only", "fixmatch.meta_gradient=true"]) == 0
+    assert capsys.readouterr().out.split() == ["fixmatch.meta_gradient=True,method=fixmatch,seed=0"]
+
+
+def test_an_interrupted_run_with_other_settings_is_refused_before_anything_trains(tmp_path):
+    path = write_suite(tmp_path)
+    run = tmp_path / "o" / "method=mixup,seed=0"
+    run.mkdir(parents=True)
+    cfg = config.load_config(None, ["dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5",
+                                    "steps=4", "eval_every=2", "batch_size=16", "tensorboard=false",
+                                    "method=mixup", "seed=0", "lr=0.1"])
+    (run / "config.yaml").write_text(yaml.safe_dump(config.dump(cfg), sort_keys=False))
+    (run / "checkpoint.pt").write_bytes(b"x")
+    for dry in (True, False):
+        with pytest.raises(ConfigError, match=r"method=mixup,seed=0 \(interrupted; use another --out.*"
+                                              r"trained with lr=0.1, suite tiny has lr=0.05"):
+            suites.run_suite(str(path), tmp_path / "o", dry_run=dry, only=["method=mixup"])
+    assert not (tmp_path / "o" / "method=mixup,seed=1").exists()
+
+
+def _row(method, seed, test, steps=40):
+    return {"name": f"method={method},seed={seed}", "overrides": {"method": method, "seed": seed},
+            "config": {"method": method, "seed": seed, "steps": steps, "threads": seed + 1},
+            "test_error": test, "last_test_error": test, "val_error": 5.0, "selected_step": steps,
+            "wall_seconds": 60.0, "cpu_seconds": 60.0}
+
+
+def test_runs_that_differ_beyond_the_grid_are_rows_of_their_own_and_pair_only_with_their_like():
+    rows = [_row("supervised", 0, 20.0, steps=20), _row("supervised", 1, 14.0), _row("supervised", 2, 16.0),
+            _row("mixup", 0, 18.0), _row("mixup", 1, 13.0), _row("mixup", 2, 15.0)]
+    text = "\n".join(suites.table_body(SUITE, rows, ["method"]))
+    lines = text.splitlines()
+    # steps splits the rows (what was computed); threads is named but does not (how it ran)
+    assert "| method | steps | test error % (mean ± std) |" in text
+    assert "| supervised | 20 | 20.00 | 20.00 | 20 |" in text
+    assert any(l.startswith("| supervised | 40 | 15.00 ± 1.41 | seed 1: 14.00, seed 2: 16.00 |") for l in lines)
+    assert "differ beyond the grid in: steps (20, 40); threads (1, 2, 3)" in text
+    # mixup at 40 steps pairs with supervised at 40 steps alone: seeds 1 and 2
+    paired = next(l for l in lines if l.startswith("| mixup | 40 | supervised |"))
+    assert "| 1, 2 | -1.00, -1.00 | -1.00 | 2/2 |" in paired
+
+
+def test_the_machine_line_speaks_of_runs_at_once_only_where_this_command_trained_them(tmp_path):
+    rows = [_row("supervised", 0, 20.0)]
+    assert "2 runs at once" in suites.make_table("tiny", SUITE, rows, ["method"], jobs=2, at_once=2)
+    only_tabulated = suites.make_table("tiny", SUITE, rows, ["method"], jobs=2, at_once=1)
+    assert "--jobs 2" in only_tabulated and "runs at once" not in only_tabulated
+    assert "CPU, 1 thread," in only_tabulated and "; tabulated " in only_tabulated
