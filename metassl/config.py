@@ -165,6 +165,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` or raise a ConfigError naming ``key``."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # np.int64(3), np.float32(0.1), np.bool_(True): as the Python scalar
     origin = typing.get_origin(tp)
     bad = ConfigError(f"config: {key}={value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:

@@ -135,7 +135,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             if y is not None or X_unlabeled is not None:
                 raise InputError("fit: an ArrayDataset carries its own labels (-1: unlabeled); "
                                  "pass it without y and X_unlabeled")
-            return X, np.array(X.classes)
+            # class names that are whole numbers were integer labels, as for a run of `metassl train`
+            names = X.classes
+            return X, np.array([int(n) for n in names] if integer_names(names) else names)
         if y is None:
             raise InputError("fit: SSLClassifier requires y to be passed, but the target y is None "
                              "(only an ArrayDataset X carries its own labels)")
@@ -175,6 +177,14 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
     def _inputs(self, X: Any) -> torch.Tensor:
         self._check_fitted()
         info = self.info_
+        fitted, given = getattr(self, "feature_names_in_", None), _column_names(X)
+        if fitted is not None and given is not None and list(fitted) != given:
+            first = next(i for i in range(len(given)) if i >= len(fitted) or fitted[i] != given[i]) \
+                if given[:len(fitted)] != list(fitted) else len(fitted)
+            got = repr(given[first]) if first < len(given) else "nothing"
+            want = repr(fitted[first]) if first < len(fitted) else "nothing"
+            raise InputError(f"predict: X's columns are not those fit() saw, in its order: column {first} is "
+                             f"{got}, fit() had {want} (select them as X[est.feature_names_in_])")
         x = _array(X, "X")
         if "vectors" in info:
             features = len(info["vectors"]["mean"])
@@ -196,9 +206,21 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             data, classes = self._dataset(X, y, X_unlabeled)
         except DataError as exc:
             raise _input_error(exc) from None
+        names = _column_names(X)
         cfg = self._resolve(vectors=data.vectors is not None)
+        if self.run_dir is not None and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ParamError(f"fit: run_dir {self.run_dir} exists and is not a directory")
         with ckpt.preserved_rng():  # training seeds the global generators; the caller's are kept
-            self._fit(cfg, data, classes)
+            try:
+                self._fit(cfg, data, classes)
+            except ConfigError as exc:
+                raise _fit_error(exc, cfg, data) from None
+        # the model now is this fit's: saving it is no longer a no-op where it was loaded from
+        self.__dict__.pop("_loaded_from", None)
+        if names is not None:
+            self.feature_names_in_ = np.array(names, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         return self
 
     def _fit(self, cfg: config_mod.TrainConfig, data: ArrayDataset, classes: np.ndarray) -> None:
@@ -240,10 +262,12 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = np.array(names)
         if run.info.get("vectors"):
             self.n_features_in_ = len(run.info["vectors"]["mean"])
+        else:  # an estimator refit on images after vectors
+            self.__dict__.pop("n_features_in_", None)
 
-    def _check_fitted(self) -> None:
+    def _check_fitted(self, before: str = "predicting") -> None:
         if not hasattr(self, "model_"):
-            raise NotFitted("SSLClassifier: call fit() (or SSLClassifier.load) before predicting")
+            raise NotFitted(f"SSLClassifier: call fit() (or SSLClassifier.load) before {before}")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, N x len(classes_), columns in the order of `classes_`."""
@@ -262,7 +286,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         """Write a run directory that `load`, `metassl predict` and `metassl export` read. A
         directory that holds another run is refused unless ``overwrite``, which removes that run's
         files first (other files there are kept)."""
-        self._check_fitted()
+        self._check_fitted("saving")
         path = Path(path)
         source = self.run_dir_ if self.run_dir_ is not None else getattr(self, "_loaded_from", None)
         if source is not None and path.resolve() == Path(source).resolve():
@@ -303,6 +327,28 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         est.run_dir_ = None
         est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
         return est
+
+
+def _column_names(X: Any) -> Optional[list[str]]:
+    """A DataFrame's column names where all are strings (scikit-learn's feature_names_in_), else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, ArrayDataset):
+        return None
+    names = list(columns)
+    return names if names and all(isinstance(n, str) for n in names) else None
+
+
+def _fit_error(exc: ConfigError, cfg: config_mod.TrainConfig, data: ArrayDataset) -> Exception:
+    """A setting that fails only with the data given, as the estimator's user would fix it."""
+    text = str(exc).removeprefix("config: ")
+    if "needs unlabeled data" in text:
+        return InputError(f"fit: method={cfg.method!r} needs unlabeled data, and every example given is "
+                          "labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1 "
+                          "(method='supervised' trains on the labels alone)")
+    if "image_size" in text and data.vectors is None:
+        h, w = data.x_train.shape[-2:]
+        return InputError(f"fit: X holds {h} x {w} images; {text}")
+    return ParamError(f"fit: {text}")
 
 
 def _check_labels(labels: np.ndarray) -> None:

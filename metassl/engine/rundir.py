@@ -45,10 +45,31 @@ def holds_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
 
 
+# Keys every run's config.yaml holds: a config.yaml without them is a file of the user's.
+RUN_CONFIG_KEYS = ("dataset", "method", "model", "steps", "seed", "batch_size", "lr")
+
+
+def foreign_config(path: Path) -> bool:
+    """Whether ``path`` holds a config.yaml that no run wrote (a user's own config, notes): a new
+    run would write over it."""
+    file = path / "config.yaml"
+    if not file.is_file():
+        return False
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return True
+    return not (isinstance(data, dict) and all(k in data for k in RUN_CONFIG_KEYS))
+
+
 def check_new(path: Path, *, overwrite: bool) -> None:
-    """Refuse ``path`` for a new run when it is a file, or holds a run and ``overwrite`` is off."""
+    """Refuse ``path`` for a new run when it is a file, holds a config.yaml of the user's (the run
+    would write over it, even with ``overwrite``), or holds a run and ``overwrite`` is off."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"train: --out {path} exists and is not a directory")
+    if path.is_dir() and foreign_config(path):
+        raise ConfigError(f"train: {path} holds a config.yaml that is not a metassl run's; a run writes its "
+                          f"own config.yaml there, so give another folder")
     if holds_run(path) and not overwrite:
         if not resumable(path):
             raise ConfigError(f"train: {path} holds a run that stopped before its first checkpoint; "

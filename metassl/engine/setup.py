@@ -29,7 +29,10 @@ def pick_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"config: device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Callable, Optional[torch.dtype]]:

@@ -1,0 +1,113 @@
+"""The estimator a practitioner loads, refits and saves again; NumPy scalars as parameters;
+DataFrame column names; fit errors that name what to change in the call."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metassl import SSLClassifier
+from metassl.api.estimator import InputError, ParamError
+from metassl.data.arrays import from_arrays
+from metassl.errors import ConfigError
+from sklearn.exceptions import NotFittedError
+from tests.api.test_sklearn import TINY, vectors
+
+
+class Frame:
+    """What SSLClassifier reads of a pandas DataFrame: named columns over an array."""
+
+    def __init__(self, values: np.ndarray, columns: list[str]):
+        self.values, self.columns = values, columns
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+    def __len__(self):
+        return len(self.values)
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def reorder(self, columns: list[str]) -> "Frame":
+        return Frame(self.values[:, [self.columns.index(c) for c in columns]], columns)
+
+
+def test_a_loaded_estimator_refit_and_saved_back_writes_the_new_model(tmp_path):
+    x, y = vectors(60)
+    SSLClassifier(method="supervised", **TINY).fit(x, y).save(tmp_path / "run")
+    est = SSLClassifier.load(tmp_path / "run")
+    assert est.save(tmp_path / "run") == tmp_path / "run"  # unchanged since load: nothing to write
+    est.fit(x, np.array(["ant", "bee", "cat"])[y])
+    est.save(tmp_path / "run", overwrite=True)
+    assert list(SSLClassifier.load(tmp_path / "run").classes_) == ["ant", "bee", "cat"]
+    with pytest.raises(ConfigError, match="device='gpu' is not a device; use auto, cpu, cuda or cuda:N"):
+        SSLClassifier.load(tmp_path / "run", device="gpu")
+    with pytest.raises(NotFittedError, match="before saving"):
+        SSLClassifier(method="supervised").save(tmp_path / "never")
+
+
+@pytest.mark.parametrize("params", [{"steps": np.int64(20)}, {"lr": np.float32(0.1)}, {"nesterov": np.bool_(False)},
+                                    {"method": "mixup", "mixup": {"alpha": np.float64(0.4)}}])
+def test_numpy_scalars_are_parameters_as_grid_searches_pass_them(params):
+    from sklearn.model_selection import GridSearchCV
+
+    est = SSLClassifier(**{"method": "supervised", **TINY, **params})
+    key = next(iter(params))
+    assert type(est.get_params()[key]) is type(params[key]) or key == "mixup"
+    x, y = vectors(60)
+    est.fit(x, y)
+    assert est.cfg_.steps == 20 and isinstance(est.cfg_.steps, int)
+    search = GridSearchCV(SSLClassifier(method="supervised", **{**TINY, "steps": 10}), {"steps": np.arange(2, 4)}, cv=2)
+    assert search.fit(x, y).best_params_["steps"] in (2, 3)
+
+
+def test_dataframe_columns_are_recorded_and_checked_at_predict():
+    x, y = vectors(60)
+    frame = Frame(x, ["a", "b", "c", "d"])
+    est = SSLClassifier(method="supervised", **TINY).fit(frame, y)
+    assert list(est.feature_names_in_) == ["a", "b", "c", "d"]
+    assert (est.predict(frame) == est.predict(x)).all()
+    with pytest.raises(InputError, match=r"X's columns are not those fit\(\) saw, in its order: column 0 is 'd', "
+                                         r"fit\(\) had 'a' \(select them as X\[est.feature_names_in_\]\)"):
+        est.predict(frame.reorder(["d", "c", "b", "a"]))
+    assert (est.predict(frame.reorder(["d", "c", "b", "a"]).reorder(list(est.feature_names_in_))) == est.predict(x)).all()
+    # refit on a plain array: no names to check any more
+    est.fit(x, y)
+    assert not hasattr(est, "feature_names_in_")
+    est.predict(frame.reorder(["d", "c", "b", "a"]))
+
+
+def test_an_array_dataset_with_integer_labels_gives_integer_classes_and_refit_on_images_drops_n_features():
+    x, y = vectors(60)
+    est = SSLClassifier(method="supervised", **TINY).fit(x, y)
+    assert est.n_features_in_ == 4
+    rng = np.random.default_rng(0)
+    images = (rng.random((60, 1, 8, 8)) * 255).astype(np.uint8)
+    images[:, :, :4] = np.where(np.arange(60) % 2 == 0, 250, 5)[:, None, None, None]
+    labels = np.arange(60) % 2
+    data = from_arrays("mine", images, labels, classes=["0", "1"], allow_unlabeled=True)
+    est = SSLClassifier(method="supervised", model="mlp", **TINY).fit(data)
+    assert est.classes_.dtype.kind == "i" and list(est.classes_) == [0, 1]
+    assert not hasattr(est, "n_features_in_")
+    assert est.score(images, labels) > 0.5
+
+
+def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
+    x, y = vectors(60)
+    with pytest.raises(InputError, match="fit: method='mixup_ssl' needs unlabeled data, and every example given "
+                                         "is labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1"):
+        SSLClassifier(method="mixup_ssl", **TINY).fit(x, y)
+    small = np.zeros((60, 1, 4, 4), np.uint8)
+    with pytest.raises(InputError, match="fit: X holds 4 x 4 images; model mlp: image_size must be an integer >= 8"):
+        SSLClassifier(method="supervised", model="mlp", **TINY).fit(small, y)
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(ParamError, match="fit: run_dir .*afile exists and is not a directory"):
+        SSLClassifier(method="supervised", run_dir=tmp_path / "afile", **TINY).fit(x, y)
+    # a folder with a config.yaml of the user's is not a run to replace
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.yaml").write_text("method: mixup\nsteps: 500\n")
+    with pytest.raises(ParamError, match="holds a config.yaml that is not a metassl run's"):
+        SSLClassifier(method="supervised", run_dir=tmp_path / "project", **TINY).fit(x, y)
+    assert (tmp_path / "project" / "config.yaml").read_text() == "method: mixup\nsteps: 500\n"
+    assert (tmp_path / "afile").read_text() == "keep"
