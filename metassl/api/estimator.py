@@ -207,6 +207,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         except DataError as exc:
             raise _input_error(exc) from None
         names = _column_names(X)
+        if names is not None and data.vectors is not None:
+            # kept with the encoder, as a CSV table's header is: `metassl predict` reads by name
+            data.vectors["columns"] = names
         cfg = self._resolve(vectors=data.vectors is not None)
         if self.run_dir is not None and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
             raise ParamError(f"fit: run_dir {self.run_dir} exists and is not a directory")
@@ -217,10 +220,6 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                 raise _fit_error(exc, cfg, data) from None
         # the model now is this fit's: saving it is no longer a no-op where it was loaded from
         self.__dict__.pop("_loaded_from", None)
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        else:
-            self.__dict__.pop("feature_names_in_", None)
         return self
 
     def _fit(self, cfg: config_mod.TrainConfig, data: ArrayDataset, classes: np.ndarray) -> None:
@@ -264,6 +263,12 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = len(run.info["vectors"]["mean"])
         else:  # an estimator refit on images after vectors
             self.__dict__.pop("n_features_in_", None)
+        # the names of the features: a DataFrame's columns, or a CSV table's header
+        columns = (run.info.get("vectors") or {}).get("columns")
+        if columns:
+            self.feature_names_in_ = np.array(columns, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
 
     def _check_fitted(self, before: str = "predicting") -> None:
         if not hasattr(self, "model_"):

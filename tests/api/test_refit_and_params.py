@@ -62,7 +62,7 @@ def test_numpy_scalars_are_parameters_as_grid_searches_pass_them(params):
     assert search.fit(x, y).best_params_["steps"] in (2, 3)
 
 
-def test_dataframe_columns_are_recorded_and_checked_at_predict():
+def test_dataframe_columns_are_recorded_and_checked_at_predict(tmp_path):
     x, y = vectors(60)
     frame = Frame(x, ["a", "b", "c", "d"])
     est = SSLClassifier(method="supervised", **TINY).fit(frame, y)
@@ -72,6 +72,14 @@ def test_dataframe_columns_are_recorded_and_checked_at_predict():
                                          r"fit\(\) had 'a' \(select them as X\[est.feature_names_in_\]\)"):
         est.predict(frame.reorder(["d", "c", "b", "a"]))
     assert (est.predict(frame.reorder(["d", "c", "b", "a"]).reorder(list(est.feature_names_in_))) == est.predict(x)).all()
+    # saved with the run: load keeps them, and `metassl predict` reads a CSV's columns by name
+    run = est.save(tmp_path / "named")
+    assert list(SSLClassifier.load(run).feature_names_in_) == ["a", "b", "c", "d"]
+    (tmp_path / "t.csv").write_text("d,c,b,a\n" + "".join(",".join(str(v) for v in r[::-1]) + "\n" for r in x))
+    from metassl.cli import main
+    assert main(["predict", str(run), str(tmp_path / "t.csv"), "--out", str(tmp_path / "p.csv")]) == 0
+    predicted = [line.split(",")[1] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert predicted == [str(v) for v in est.predict(x)]
     # refit on a plain array: no names to check any more
     est.fit(x, y)
     assert not hasattr(est, "feature_names_in_")
