@@ -13,6 +13,10 @@ class ConfigError(MetasslError):
     exit_code = 2
 
 
+class NeedsUnlabeled(ConfigError):
+    """An SSL method given a split with no unlabeled example."""
+
+
 class DataError(MetasslError):
     """A missing, corrupt or malformed dataset file or array."""
 

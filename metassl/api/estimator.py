@@ -26,7 +26,8 @@ from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.engine.setup import pick_device
 from metassl.engine.trainer import Interrupted, Trainer
-from metassl.errors import ConfigError, DataError
+from metassl.errors import ConfigError, DataError, NeedsUnlabeled
+from metassl.models import MIN_IMAGE_SIZE
 
 # Keys fit() decides; the rest of TrainConfig can be passed as keywords.
 _OWNED = ("dataset", "data_root", "method", "model", "steps")
@@ -171,6 +172,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         else:
             images = torch.cat([as_images(x, "X"), as_images(xu, "X_unlabeled")]) if len(xu) \
                 else as_images(x, "X")
+            if min(images.shape[-2:]) < MIN_IMAGE_SIZE:
+                raise InputError(f"fit: X holds {images.shape[-2]} x {images.shape[-1]} images; the models take "
+                                 f"images of at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}")
             data = from_arrays("arrays", images, targets, classes=names, allow_unlabeled=True)
         return data, classes
 
@@ -179,8 +183,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         info = self.info_
         fitted, given = getattr(self, "feature_names_in_", None), _column_names(X)
         if fitted is not None and given is not None and list(fitted) != given:
-            first = next(i for i in range(len(given)) if i >= len(fitted) or fitted[i] != given[i]) \
-                if given[:len(fitted)] != list(fitted) else len(fitted)
+            first = next((i for i, (a, b) in enumerate(zip(fitted, given)) if a != b), min(len(fitted), len(given)))
             got = repr(given[first]) if first < len(given) else "nothing"
             want = repr(fitted[first]) if first < len(fitted) else "nothing"
             raise InputError(f"predict: X's columns are not those fit() saw, in its order: column {first} is "
@@ -216,8 +219,12 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         with ckpt.preserved_rng():  # training seeds the global generators; the caller's are kept
             try:
                 self._fit(cfg, data, classes)
-            except ConfigError as exc:
-                raise _fit_error(exc, cfg, data) from None
+            except NeedsUnlabeled:
+                raise InputError(f"fit: method={cfg.method!r} needs unlabeled data, and every example given is "
+                                 "labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1 "
+                                 "(method='supervised' trains on the labels alone)") from None
+            except ConfigError as exc:  # a setting that fails only with the data given
+                raise ParamError(f"fit: {str(exc).removeprefix('config: ')}") from None
         # the model now is this fit's: saving it is no longer a no-op where it was loaded from
         self.__dict__.pop("_loaded_from", None)
         return self
@@ -337,23 +344,10 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
 def _column_names(X: Any) -> Optional[list[str]]:
     """A DataFrame's column names where all are strings (scikit-learn's feature_names_in_), else None."""
     columns = getattr(X, "columns", None)
-    if columns is None or isinstance(X, ArrayDataset):
+    if columns is None:
         return None
     names = list(columns)
     return names if names and all(isinstance(n, str) for n in names) else None
-
-
-def _fit_error(exc: ConfigError, cfg: config_mod.TrainConfig, data: ArrayDataset) -> Exception:
-    """A setting that fails only with the data given, as the estimator's user would fix it."""
-    text = str(exc).removeprefix("config: ")
-    if "needs unlabeled data" in text:
-        return InputError(f"fit: method={cfg.method!r} needs unlabeled data, and every example given is "
-                          "labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1 "
-                          "(method='supervised' trains on the labels alone)")
-    if "image_size" in text and data.vectors is None:
-        h, w = data.x_train.shape[-2:]
-        return InputError(f"fit: X holds {h} x {w} images; {text}")
-    return ParamError(f"fit: {text}")
 
 
 def _check_labels(labels: np.ndarray) -> None:

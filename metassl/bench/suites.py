@@ -100,13 +100,13 @@ def check_suite(path: Path, suite: dict) -> None:
     grid_runs = expand(suite)
     if not grid_runs:
         raise ConfigError(f"bench: {path}: its grid has an empty list of values, so it defines no runs")
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     for run in grid_runs:
-        if seen.setdefault(run_name(run), 0):
+        if run_name(run) in seen:
             raise ConfigError(f"bench: {path}: two runs of its grid and runs have the same settings "
                               f"({run_name({k: v for k, v in run.items() if k != 'seed'}) or 'the base'}); "
                               "each run must differ in some setting, or it would count twice")
-        seen[run_name(run)] = 1
+        seen.add(run_name(run))
     for i, entry in enumerate(parents):
         for part in ("match", "parent"):
             if not any(all(json.dumps(run.get(k)) == json.dumps(v) for k, v in entry[part].items()) for run in grid_runs):

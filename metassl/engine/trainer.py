@@ -24,7 +24,7 @@ from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
 from metassl.engine.schedule import lr_at
 from metassl.engine.setup import RunSetup, build, write_split
-from metassl.errors import CheckpointError, ConfigError, MetasslError, TrainingDiverged
+from metassl.errors import CheckpointError, ConfigError, MetasslError, NeedsUnlabeled, TrainingDiverged
 from metassl.methods import METHODS, Batch, TrainContext
 
 
@@ -60,7 +60,7 @@ class Trainer:
         s = self.s
         method_cls = METHODS.get(cfg.method)
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
-            raise ConfigError(
+            raise NeedsUnlabeled(
                 f"config: method={cfg.method!r} needs unlabeled data, but labels_per_class="
                 f"{cfg.labels_per_class} and val_per_class={cfg.val_per_class} cover the whole training set")
         self.model = dist.wrap(s.model, s.device, self.world_size)

@@ -107,7 +107,7 @@ def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
                                          "is labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1"):
         SSLClassifier(method="mixup_ssl", **TINY).fit(x, y)
     small = np.zeros((60, 1, 4, 4), np.uint8)
-    with pytest.raises(InputError, match="fit: X holds 4 x 4 images; model mlp: image_size must be an integer >= 8"):
+    with pytest.raises(InputError, match="fit: X holds 4 x 4 images; the models take images of at least 8 x 8"):
         SSLClassifier(method="supervised", model="mlp", **TINY).fit(small, y)
     (tmp_path / "afile").write_text("keep")
     with pytest.raises(ParamError, match="fit: run_dir .*afile exists and is not a directory"):
