@@ -124,7 +124,7 @@ class TrainConfig:
     # Steps between checkpoints; null: eval_every.
     checkpoint_every: Optional[int] = field(default=None, metadata=_range(1))
     select: Literal["val", "last"] = "val"  # weights reported: lowest validation error, or the last step's
-    seed: int = field(default=0, metadata=_range(0))  # fixes the split, the initialisation and the data order
+    seed: int = field(default=0, metadata=_range(0, 2**32 - 1))  # fixes the split, the initialisation and the data order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
     threads: Optional[int] = field(default=None, metadata=_range(1))  # CPU threads; null: torch's default
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # mixed precision; auto: bf16 on CUDA, off on a CPU
@@ -198,7 +198,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else []
+            try:
+                value = yaml.safe_load(value) if value.strip() else []
+            except yaml.YAMLError:
+                raise bad from None
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
@@ -385,9 +388,11 @@ class _DuplicateKey(Exception):
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path} is not a UTF-8 text file") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:

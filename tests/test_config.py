@@ -37,6 +37,8 @@ def test_yaml_file_merged_with_overrides(tmp_path):
     (["method=nope"], "unknown method 'nope'"),
     (["model=nope"], "unknown model 'nope'"),
     (["steps"], "not of the form key=value"),
+    (["schedule.name=step", "schedule.milestones=[2,3"], "schedule.milestones='[2,3' is not a valid list"),
+    (["seed=4294967296"], "seed=4294967296 is out of range: must be <= 4294967295"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as err:
@@ -80,6 +82,17 @@ def test_cli_bad_yaml_file(cli, tmp_path):
     proc = cli("train", "--config", str(path), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "is not valid YAML" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_config_file_not_in_utf8(cli, tmp_path):
+    path = tmp_path / "notepad.yaml"
+    path.write_bytes("steps: 5\n".encode("utf-16"))
+    proc = cli("train", "--config", str(path), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"metassl: error: config: {path} is not a UTF-8 text file"
+    assert not (tmp_path / "r").exists()
+    path.write_bytes("\ufeffsteps: 5\n".encode("utf-8"))  # a BOM, as spreadsheets and editors write
+    assert config.load_yaml(path) == {"steps": 5}
 
 
 def test_a_key_given_twice_in_a_file_is_an_error(tmp_path):

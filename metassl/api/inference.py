@@ -81,9 +81,20 @@ def load_run(run: Path, device: torch.device | str = "cpu") -> LoadedRun:
     return LoadedRun(classifier, info, cfg, int(state.get("step", 0)))
 
 
+def _data_root(run: Path) -> Optional[Path]:
+    """The run's data_root as a resolved path, or None (none set, or no readable config: loading
+    the run names that)."""
+    try:
+        root = rundir.load_run_config(run).data_root
+    except Exception:  # noqa: BLE001 - load_run reports a bad run with its own message
+        return None
+    return Path(root).expanduser().resolve() if root else None
+
+
 def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = ()) -> None:
     """Refuse an ``--out`` that names no file, or one whose writing would destroy what the command
-    reads: one of its inputs, or one of the run's own files. Other existing files are replaced."""
+    reads or the run needs: one of its inputs, one of the run's own files, its data_root file or an
+    image in its data_root folder. Other existing files are replaced."""
     if out.name in ("", ".", "..") or out.is_dir():
         raise ConfigError(f"{command}: --out {out} is a directory, not a file name; "
                           "give the file to write")
@@ -96,3 +107,8 @@ def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = (
         inside = path.is_dir() and target.is_relative_to(path.resolve()) and target.suffix.lower() in IMAGE_SUFFIXES
         if path.exists() and (target == path.resolve() or inside):
             raise ConfigError(f"{command}: --out {out} is one of the inputs; write it elsewhere")
+    data = _data_root(run)
+    if data is not None and (target == data or data.is_dir() and target.is_relative_to(data)
+                             and target.suffix.lower() in IMAGE_SUFFIXES):
+        raise ConfigError(f"{command}: --out {out} is (or would join) the run's training data "
+                          f"(data_root {data}); write it elsewhere")

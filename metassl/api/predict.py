@@ -15,7 +15,7 @@ from PIL import Image
 from metassl.api.inference import check_output_file, load_run
 from metassl.data.arrays import as_images
 from metassl.data.csvfile import read_table_vectors
-from metassl.data.images import images_under, read_image, to_array
+from metassl.data.images import images_under, read_image, say_skipped, to_array
 from metassl.data.npz import not_npz
 from metassl.data.vectors import check_vectors
 from metassl.engine.setup import pick_device
@@ -97,7 +97,9 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
     """(name, one input) for every image or array row named by `inputs`, in order."""
     for path in inputs:
         if path.is_dir():
-            images = images_under(path)
+            skipped: list[Path] = []
+            images = images_under(path, skipped)
+            say_skipped(path, skipped)
             if not images:
                 raise DataError(f"data: folder {path} holds no images")
             for image in images:

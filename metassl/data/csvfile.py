@@ -49,7 +49,7 @@ def _read_text(path: Path) -> str:
 def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int] = None,
              test_fraction: float = 0.2) -> ArrayDataset:
     text = _read_text(path)
-    layout = _table_layout(text)
+    layout = _table_layout(path, text)
     if layout is not None:
         return _load_table(path, text, *layout, test_fraction=test_fraction)
     reader = csv.reader(io.StringIO(text))
@@ -136,10 +136,11 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _table_layout(text: str) -> Optional[tuple[Optional[list[str]], int, Optional[int]]]:
+def _table_layout(path: Path, text: str) -> Optional[tuple[Optional[list[str]], int, Optional[int]]]:
     """(header, label column, split column) of a CSV table of feature vectors, or None for a list
     of image paths. A table's first data row holds numbers in every column but the label and split
-    columns; the label column is the one a header names `label`, else the last column."""
+    columns; the label column is the one a header names `label`, else the last column. A first row
+    0,1,...,n-1 (pandas' default column names) is refused: as numbers it would be a data row."""
     first: list[list[str]] = []
     try:
         for row in csv.reader(io.StringIO(text)):
@@ -153,9 +154,14 @@ def _table_layout(text: str) -> Optional[tuple[Optional[list[str]], int, Optiona
     if not first or "path" in [c.lower() for c in first[0]]:
         return None
     head = first[0]
-    if len(head) >= 2 and all(_is_number(c) for c in head[:-1]):
+    named = {"label", "split"} & {c.lower() for c in head}
+    if len(head) >= 2 and head == [str(j) for j in range(len(head))]:
+        raise DataError(f"data: {path}: its first row {','.join(head)} holds pandas' default column names, "
+                        "not a data row; name the columns (the class labels' column 'label') or write the "
+                        "table without a header (to_csv(header=False))")
+    if not named and len(head) >= 2 and all(_is_number(c) for c in head[:-1]):
         return None, len(head) - 1, None
-    if len(head) > 3 and _mostly_numbers(head[:-1]):
+    if not named and len(head) > 3 and _mostly_numbers(head[:-1]):
         # too wide for path,label[,split] and mostly numbers: a table whose first row has a bad
         # cell, which _table_rows names
         return None, len(head) - 1, None
@@ -283,17 +289,19 @@ def read_table_vectors(path: Path, features: int, columns: Optional[Sequence[str
     and a headerless table's rows are `features` numbers, optionally followed by a label.
     """
     text = _read_text(path)
-    layout = _table_layout(text)
     try:
         first = next((row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)), [])
     except csv.Error:
         first = []  # _table_rows names the line
     cells = [c.strip() for c in first]
-    if layout is None and columns and set(columns) <= set(cells):
-        # the training header's names: a header, whatever its next row holds (_table_rows names a bad cell)
+    if columns and set(columns) <= set(cells):
+        # the training header's names (numbers too): a header, whatever its next row holds
+        # (_table_rows names a bad cell)
         lower = [c.lower() for c in cells]
         layout = (cells, lower.index("label") if "label" in lower else None,
                   lower.index("split") if "split" in lower else None)
+    else:
+        layout = _table_layout(path, text)
     if layout is None:
         if features == 1 and len(first) == 1 and _is_number(first[0].strip()):
             layout = (None, 0, None)  # a lone column of numbers: the feature

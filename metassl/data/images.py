@@ -31,6 +31,8 @@ def to_array(img: Image.Image, hw: Optional[tuple[int, int]], channels: Optional
     if img.mode.startswith("I;16"):
         # Pillow's own conversion of 16-bit images to 8 bits clips instead of scaling.
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
+    elif img.mode in ("I", "F"):
+        img = Image.fromarray(_deep_to_8bit(np.asarray(img), img.mode))
     mode = {1: "L", 3: "RGB"}.get(channels, "L" if img.mode in ("1", "L", "LA", "I", "F") else "RGB")
     img = img.convert(mode)
     if hw is not None and img.size != (hw[1], hw[0]):
@@ -40,6 +42,32 @@ def to_array(img: Image.Image, hw: Optional[tuple[int, int]], channels: Optional
     if channels is None and len(a) == 3 and (a[0] == a[1]).all() and (a[1] == a[2]).all():
         a = a[:1]
     return np.ascontiguousarray(a)
+
+
+class DeepImageError(ValueError):
+    """An image whose gray levels have no 8-bit reading."""
+
+
+def _deep_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """A 32-bit integer (mode I) or float (mode F) gray image as 8 bits, by its range: integers
+    within 0..255 as they are and within 0..65535 as 16 bits; floats within 0..1 scaled by 255 and
+    within 0..255 as they are. Pillow's own conversion clips, so anything else is refused."""
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0:
+        limits = None
+    elif mode == "F" and high <= 1:
+        limits = 1.0
+    elif high <= 255:
+        limits = 255.0
+    elif mode == "I" and high <= 65535:
+        limits = 65535.0
+    else:
+        limits = None
+    if limits is None:
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise DeepImageError(f"a {kind} image with values {low:g}..{high:g}, outside the ranges read as gray "
+                         f"levels ({'0..255 or 0..65535' if mode == 'I' else '0..1 or 0..255'})")
+    return np.rint(a.astype(np.float64) * (255.0 / limits)).clip(0, 255).astype(np.uint8)
 
 
 def read_image(path: Path, hw: Optional[tuple[int, int]], channels: Optional[int]) -> np.ndarray:
@@ -54,6 +82,8 @@ def read_image(path: Path, hw: Optional[tuple[int, int]], channels: Optional[int
             return to_array(upright, hw, channels)
     except FileNotFoundError:
         raise DataError(f"data: {path} does not exist") from None
+    except DeepImageError as exc:
+        raise DataError(f"data: {path}: {exc}") from None
     except UnidentifiedImageError:
         raise DataError(f"data: {path} is not a readable image (not in a format Pillow knows, "
                         "or damaged at the start)") from None

@@ -37,6 +37,7 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data: {path} holds a single array; expected an .npz archive with x and y")
     with archive:
+        held = list(archive.files)
         arrays = {}
         for key in ("x", "y", "x_test", "y_test", "classes"):
             if key not in archive.files:
@@ -47,7 +48,8 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
                 raise DataError(f"data: {path} key {key!r} cannot be read ({_first_line(exc)})") from None
     for key in ("x", "y"):
         if key not in arrays:
-            raise DataError(f"data: {path} has no array {key!r} (it has: {', '.join(arrays) or 'none'})")
+            raise DataError(f"data: {path} has no array {key!r} (it has: {', '.join(held) or 'none'}; the "
+                            "names are lower case: x, y, optionally x_test, y_test, classes)")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"data: {path} must hold x_test and y_test together")
     classes = None

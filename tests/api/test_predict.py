@@ -140,3 +140,33 @@ def test_an_out_that_would_destroy_an_input_or_the_run_is_refused(cli, photos, p
     assert image.read_bytes() == before and (photo_run / "config.yaml").read_bytes() == config_before
     ok = cli("predict", str(photo_run), str(image), "--out", str(photo_run / "preds.csv"))
     assert ok.returncode == 0 and len(read_rows(photo_run / "preds.csv")) == 2
+
+
+def test_an_out_that_would_replace_or_join_the_runs_training_data_is_refused(cli, photos, photo_run, tmp_path):
+    image = next(iter(images_under(photos / "labeled")))
+    before = image.read_bytes()
+    query = tmp_path / "q.png"
+    query.write_bytes(before)
+    for out in (image, photos / "labeled" / "red" / "new.png", photos / "unlabeled" / "more.jpg"):
+        for command in (["predict", str(photo_run), str(query)], ["export", str(photo_run), "--format", "torchscript"]):
+            proc = cli(*command, "--out", str(out))
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            assert proc.stderr.strip() == (f"metassl: error: {command[0]}: --out {out} is (or would join) the run's "
+                                           f"training data (data_root {photos}); write it elsewhere")
+    assert image.read_bytes() == before and not (photos / "labeled" / "red" / "new.png").exists()
+    # a table of predictions beside the data is no image the run reads
+    ok = cli("predict", str(photo_run), str(query), "--out", str(tmp_path / "preds.csv"))
+    assert ok.returncode == 0
+
+
+def test_predict_on_a_folder_names_the_files_it_does_not_read(cli, photo_run, photos, tmp_path):
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    image = next(iter(images_under(photos / "labeled")))
+    (folder / "a.png").write_bytes(image.read_bytes())
+    (folder / "notes.txt").write_text("x")
+    (folder / "sub" / "photo.png.bak").write_bytes(image.read_bytes())
+    proc = cli("predict", str(photo_run), str(folder), "--out", str(tmp_path / "p.csv"), check=True)
+    assert "wrote 1 predictions" in proc.stdout
+    assert f"metassl: 2 files under {folder} not read, not images by their suffix (notes.txt, sub/photo.png.bak)" \
+        in proc.stderr

@@ -11,6 +11,7 @@ import torch
 
 from metassl.api.inference import load_run
 from metassl.api.predict import predict_to_csv
+from metassl.data.csvfile import read_table_vectors
 from metassl.errors import DataError
 from tests.conftest import FAST, run_cli
 
@@ -146,3 +147,13 @@ def test_an_image_run_refuses_a_table_on_one_line(photo_run, tmp_path):
         predict_to_csv(photo_run, [bad], tmp_path / "p.csv")
     assert str(info.value) == (f"data: {bad} is a CSV table; run {photo_run} was trained on images (pass "
                                "image files, folders or an .npz of images)")
+
+
+def test_a_header_of_numbers_that_the_training_header_named_reads_by_name(tmp_path):
+    x, _ = features(4, seed=3)
+    path = table(tmp_path / "new.csv", ["2", "0", "1"], [[c, a, b] for a, b, c in x])
+    assert np.array_equal(read_table_vectors(path, 3, ["0", "1", "2"]), x)
+    # without the training names, pandas' default header is refused rather than read as a data row
+    plain = table(tmp_path / "plain.csv", ["0", "1", "2"], x.tolist())
+    with pytest.raises(DataError, match="pandas' default column names"):
+        read_table_vectors(plain, 3)

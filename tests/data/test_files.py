@@ -120,6 +120,27 @@ def test_exif_orientation_and_16_bit_images(tmp_path):
     assert read_image(tmp_path / "deep.png", None, None).tolist() == [[[0x80] * 3] * 3]
 
 
+@pytest.mark.parametrize("values, dtype, levels", [
+    ([0.0, 0.5, 1.0], np.float32, [0, 128, 255]),      # float in 0..1
+    ([0.0, 100.0, 255.0], np.float32, [0, 100, 255]),  # float gray levels
+    ([0, 32896, 65535], np.int32, [0, 128, 255]),      # 32-bit ints holding 16-bit levels
+    ([0, 7, 255], np.int32, [0, 7, 255]),              # 32-bit ints holding 8-bit levels
+])
+def test_float_and_32_bit_tiffs_are_scaled_to_gray_levels_not_clipped(tmp_path, values, dtype, levels):
+    Image.fromarray(np.array([values], dtype=dtype)).save(tmp_path / "deep.tif")
+    assert read_image(tmp_path / "deep.tif", None, None).tolist() == [[levels]]
+
+
+@pytest.mark.parametrize("values, dtype, fragment", [
+    ([-20.0, 0.0, 280.0], np.float32, "a floating-point image with values -20..280"),
+    ([0, 1, 70000], np.int32, "a 32-bit integer image with values 0..70000"),
+])
+def test_deep_images_without_a_gray_reading_are_refused_naming_the_file(tmp_path, values, dtype, fragment):
+    Image.fromarray(np.array([values], dtype=dtype)).save(tmp_path / "odd.tif")
+    message = raises_one_line(DataError, read_image, tmp_path / "odd.tif", None, None)
+    assert message.startswith(f"data: {tmp_path / 'odd.tif'}: {fragment}"), message
+
+
 def test_parallel_reading_matches_serial(tmp_path):
     paths = [save(tmp_path / f"{i}.png", (i * 20, 5, 9), size=(5 + i, 6)) for i in range(9)]
     torch.set_num_threads(1)

@@ -77,6 +77,7 @@ def test_npz_of_vectors_without_a_test_set_holds_one_out_and_fits_the_encoder_wi
     ({"x": np.zeros((4, 3)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 4)), "y_test": np.array([0, 1])},
      "x_test has 4 features but x has 3"),
     ({"x": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "x holds <U1; expected numbers"),
+    ({"X": np.zeros((4, 3)), "Y": np.array([0, 1, 0, 1])}, "has no array 'x' (it has: X, Y; the names are lower case"),
 ])
 def test_bad_npz_vectors_are_one_line_naming_the_file(tmp_path, arrays, fragment):
     path = tmp_path / "v.npz"
@@ -147,6 +148,19 @@ def test_bad_csv_tables_are_one_line_naming_file_and_line(tmp_path, text, fragme
     path = write(tmp_path / "t.csv", text)
     message = one_line(load, "csv", path)
     assert message.startswith(f"data: {path}") and fragment in message, message
+
+
+def test_a_header_of_numbers_is_a_header_when_it_names_its_label_column_and_refused_when_pandas_wrote_it(tmp_path):
+    x, y = vectors(20, d=2)
+    rows = "".join(f"{a},{b},{c}\n" for (a, b), c in zip(x, y))
+    # pd.DataFrame(x) with a 'label' column, to_csv(index=False)
+    ds = load("csv", write(tmp_path / "named.csv", "0,1,label\n" + rows), test_fraction=0.0)
+    assert ds.classes == ["0", "1", "2"] and len(ds.y_train) == 20 and ds.y_train.tolist() == y.tolist()
+    assert ds.vectors["columns"] == ["0", "1"]
+    # pd.DataFrame(np.c_[x, y]).to_csv(index=False): the first row is no data row, nor a usable header
+    path = write(tmp_path / "default.csv", "0,1,2\n" + rows)
+    message = one_line(load, "csv", path)
+    assert message.startswith(f"data: {path}: its first row 0,1,2 holds pandas' default column names"), message
 
 
 def test_a_csv_table_says_which_columns_it_read_as_label_and_features(tmp_path, capsys):
