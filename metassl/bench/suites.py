@@ -629,7 +629,7 @@ def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
         minutes = statistics.fmean(r["wall_seconds"] for r in group) / 60
         cpu = statistics.fmean(r.get("cpu_seconds", float("nan")) for r in group) / 60
         cells += [_fmt(tests), _per_seed(group, "test_error", "{:.2f}"), _per_seed(group, "selected_step", "{}"),
-                  _fmt(last), _per_seed(group, "recent_test_errors", "{:.2f}", _span), _fmt(vals), len(group),
+                  _fmt(last), _per_seed(group, "recent_test_errors", "{:.2f}", _span), _fmt(vals), _runs(group),
                   f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
             setting = group[0].get("config") or group[0]["overrides"]
@@ -638,6 +638,13 @@ def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     comps = paired.comparisons(groups, keys, suite.get("parents") or [], lambda r: r.get("config") or r["overrides"])
     return lines + paired.table_lines(comps, lambda key: _cells(keys, key), keys)
+
+
+def _runs(group: list[dict]) -> str:
+    """How many runs the row's mean is over, and how many more it leaves out for want of a test
+    error (a run on data without a test split)."""
+    missing = sum(r.get("test_error") is None for r in group)
+    return f"{len(group) - missing} (+{missing} without a test error)" if missing else str(len(group))
 
 
 def _span(values: list[float]) -> Optional[float]:

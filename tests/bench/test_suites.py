@@ -469,3 +469,12 @@ def test_the_machine_line_speaks_of_runs_at_once_only_where_this_command_trained
     only_tabulated = suites.make_table("tiny", SUITE, rows, ["method"], jobs=2, at_once=1)
     assert "--jobs 2" in only_tabulated and "runs at once" not in only_tabulated
     assert "CPU, 1 thread," in only_tabulated and "; tabulated " in only_tabulated
+
+
+def test_the_runs_column_counts_only_the_runs_its_mean_is_over():
+    rows = [_row("supervised", 0, 20.0), _row("supervised", 1, None), _row("supervised", 2, 16.0)]
+    line = next(l for l in suites.table_body(SUITE, rows, ["method"]) if l.startswith("| supervised |"))
+    assert "| 18.00 ± 2.83 |" in line
+    assert "| 2 (+1 without a test error) |" in line
+    full = next(l for l in suites.table_body(SUITE, [_row("mixup", 0, 3.0)], ["method"]) if l.startswith("| mixup |"))
+    assert "| 5.00 | 1 |" in full
