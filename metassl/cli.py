@@ -95,7 +95,8 @@ def summary(final: dict, path: Path) -> str:
 def cmd_eval(args) -> int:
     from metassl.engine.rundir import evaluate_run
 
-    print(json.dumps(evaluate_run(Path(args.run), args.weights, args.device, args.data_root), indent=2))
+    print(json.dumps(evaluate_run(Path(args.run), args.weights, args.device, args.data_root, args.batch_size),
+                     indent=2))
     return 0
 
 
@@ -195,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to evaluate (default: the run's device)")
     e.add_argument("--data-root", help="where the run's data lies now, if it has moved since training "
                                        "(default: the run's data_root)")
+    e.add_argument("--batch-size", type=_positive_int, help="inputs per forward pass (default: the run's "
+                                                              "eval_batch_size)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="run a benchmark suite, or 'speed' to time every method's step")

@@ -1,4 +1,10 @@
 """User-facing errors: each one becomes a single line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Optional
 
 
 class MetasslError(Exception):
@@ -29,3 +35,40 @@ class TrainingDiverged(MetasslError):
     """The loss became NaN or infinite."""
 
     exit_code = 3
+
+
+class OutOfMemory(MetasslError):
+    """A batch, an evaluation or the data too large for the device's memory."""
+
+
+_ASKED = re.compile(r"tried to allocate\s+([0-9]+ bytes|[0-9.]+\s*[KMGT]i?B)\b", re.I)
+
+
+def memory_asked(exc: BaseException) -> Optional[str]:
+    """For an allocator's out-of-memory error (CUDA's ``OutOfMemoryError``, the CPU allocator's
+    "can't allocate memory", MPS's "out of memory"), how much the failed allocation asked for
+    ("2.00 GiB"; "an unknown amount" where the message does not say); None for any other error."""
+    text = str(exc)
+    if not (type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        return None
+    found = _ASKED.search(text)
+    if found is None:
+        return "an unknown amount"
+    amount = found.group(1)
+    if amount.endswith("bytes"):
+        return f"{int(amount.split()[0]) / 2**30:.2f} GiB"
+    return amount
+
+
+@contextmanager
+def out_of_memory_as(message: Callable[[str], str]):
+    """Inside the block, an allocator's out-of-memory error becomes a one-line ``OutOfMemory``
+    whose text is ``message(amount asked for)``; every other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as exc:
+        asked = memory_asked(exc)
+        if asked is None:
+            raise
+        raise OutOfMemory(message(asked)) from None

@@ -19,7 +19,7 @@ from metassl.data.images import images_under, read_image, say_skipped, to_array
 from metassl.data.npz import not_npz
 from metassl.data.vectors import check_vectors
 from metassl.engine.setup import pick_device
-from metassl.errors import ConfigError, DataError
+from metassl.errors import ConfigError, DataError, out_of_memory_as
 
 
 class _Reader:
@@ -137,7 +137,10 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
             batch: list[torch.Tensor] = []
 
             def flush() -> None:
-                probs = loaded.classifier.predict(torch.stack(batch), batch_size)
+                with out_of_memory_as(lambda asked: (
+                        f"predict: out of memory predicting a batch of {len(batch)} inputs (an allocation of "
+                        f"{asked} failed): lower --batch-size (now {batch_size}); nothing was written to {out}")):
+                    probs = loaded.classifier.predict(torch.stack(batch), batch_size)
                 for name, p in zip(names, probs.tolist()):
                     writer.writerow([name, classes[int(np.argmax(p))], *(f"{v:.6g}" for v in p)])
                 names.clear()

@@ -17,7 +17,7 @@ from metassl.config import TrainConfig
 from metassl.engine import checkpoint as ckpt
 from metassl.engine.evaluate import error_rate
 from metassl.engine.setup import RunSetup, build
-from metassl.errors import CheckpointError, ConfigError, MetasslError
+from metassl.errors import CheckpointError, ConfigError, MetasslError, out_of_memory_as
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
@@ -343,15 +343,18 @@ def state_dict_mismatch(exc: RuntimeError) -> str:
 
 
 def evaluate_run(path: Path, weights: str = "selected", device: str | None = None,
-                 data_root: str | None = None) -> dict:
-    """Recompute a run's validation and test error from its saved weights."""
+                 data_root: str | None = None, batch_size: int | None = None) -> dict:
+    """Recompute a run's validation and test error from its saved weights, ``batch_size`` inputs
+    a forward pass (the run's ``eval_batch_size`` by default)."""
     s, step = load_run(path, weights, device, data_root)
-    norm, bs = s.augmenter.normalize, s.cfg.eval_batch_size
-    out = {
-        "run": str(path), "weights": weights, "step": step,
-        "val_error": error_rate(s.model, s.x_val, s.y_val, norm, bs, s.autocast),
-        "test_error": error_rate(s.model, s.x_test, s.y_test, norm, bs, s.autocast),
-    }
+    norm, bs = s.augmenter.normalize, batch_size or s.cfg.eval_batch_size
+    with out_of_memory_as(lambda asked: f"eval: out of memory on {s.device} evaluating {path} in batches of {bs} "
+                                        f"(an allocation of {asked} failed): lower --batch-size"):
+        out = {
+            "run": str(path), "weights": weights, "step": step,
+            "val_error": error_rate(s.model, s.x_val, s.y_val, norm, bs, s.autocast),
+            "test_error": error_rate(s.model, s.x_test, s.y_test, norm, bs, s.autocast),
+        }
     final = path / "final.json"
     if final.exists():
         out["final_json_test_error"] = json.loads(final.read_text()).get("test_error")

@@ -35,6 +35,33 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"config: device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def device_memory(device: torch.device) -> Optional[int]:
+    """Bytes of memory the device has (a CPU: the machine's physical memory), or None where unknown."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        if device.type == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        pass
+    return None
+
+
+def check_batch_fits(cfg: TrainConfig, images: int, shape: tuple, device: torch.device) -> None:
+    """A step's ``images`` inputs of ``shape`` held once as float32 (the augmented batch, before
+    any activation) larger than the device's whole memory is a one-line error naming batch_size,
+    not a process the kernel kills without a word. A batch that passes may still not fit: the
+    step's own out-of-memory error then names it."""
+    memory = device_memory(device)
+    need = images * 4 * int(torch.Size(shape).numel())
+    if memory is not None and need > memory:
+        unlabeled = images - cfg.batch_size
+        what = f"{cfg.batch_size} labeled" + (f" + {unlabeled} unlabeled" if unlabeled else "")
+        raise ConfigError(f"config: batch_size={cfg.batch_size} is too large: a step's {what} inputs of "
+                          f"{tuple(shape)} take {need / 2**30:.1f} GiB as float32 alone, more than the "
+                          f"{memory / 2**30:.1f} GiB of memory of {device}")
+
+
 def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Callable, Optional[torch.dtype]]:
     amp = cfg.amp
     if amp == "auto":

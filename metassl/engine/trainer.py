@@ -23,8 +23,9 @@ from metassl.engine.ema import ModelEMA, horizon_steps
 from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
 from metassl.engine.schedule import lr_at
-from metassl.engine.setup import RunSetup, build, write_split
-from metassl.errors import CheckpointError, ConfigError, MetasslError, NeedsUnlabeled, TrainingDiverged
+from metassl.engine.setup import RunSetup, build, check_batch_fits, write_split
+from metassl.errors import (CheckpointError, ConfigError, MetasslError, NeedsUnlabeled, TrainingDiverged,
+                            out_of_memory_as)
 from metassl.methods import METHODS, Batch, TrainContext
 
 
@@ -56,13 +57,20 @@ class Trainer:
         if cfg.select == "val" and cfg.val_per_class == 0:
             raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
         seed_everything(cfg.seed)
-        self.s: RunSetup = build(cfg, run_dir if self.writes and resume else None, reuse_split=resume, data=data)
+        with out_of_memory_as(lambda asked: (
+                f"train: out of memory loading the data and building the model (an allocation of {asked} "
+                f"failed): a run holds its whole dataset in memory on its device; use fewer or smaller images"
+                f"{'' if cfg.device == 'cpu' else ', or device=cpu'}")):
+            self.s: RunSetup = build(cfg, run_dir if self.writes and resume else None, reuse_split=resume,
+                                     data=data)
         s = self.s
         method_cls = METHODS.get(cfg.method)
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
             raise NeedsUnlabeled(
                 f"config: method={cfg.method!r} needs unlabeled data, but labels_per_class="
                 f"{cfg.labels_per_class} and val_per_class={cfg.val_per_class} cover the whole training set")
+        check_batch_fits(cfg, cfg.batch_size + (cfg.u_batch_size if method_cls.needs_unlabeled else 0),
+                         tuple(s.x.shape[1:]), s.device)
         self.model = dist.wrap(s.model, s.device, self.world_size)
         self.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -184,11 +192,31 @@ class Trainer:
         if name is not None:
             self._diverged(name)
 
+    def _kept(self, good: str = "") -> str:
+        """What a run that stops on an error leaves to continue from."""
+        if self.ckpt_step is not None and self.run_dir is not None:
+            return f"the last {good}checkpoint (step {self.ckpt_step}) is kept in {self.run_dir}"
+        return "no checkpoint had been written"
+
     def _diverged(self, what: str) -> None:
-        where = (f"the last good checkpoint (step {self.ckpt_step}) is kept in {self.run_dir}"
-                 if self.ckpt_step is not None else "no checkpoint had been written")
         raise TrainingDiverged(f"train: {what} became NaN or inf by step {self.step} "
-                               f"(try a lower lr); {where}")
+                               f"(try a lower lr); {self._kept('good ')}")
+
+    def _step_out_of_memory(self, asked: str) -> str:
+        cfg, dev = self.cfg, self.s.device
+        images = f"{cfg.batch_size} labeled" + (f" + {cfg.u_batch_size} unlabeled" if self.unlabeled is not None else "")
+        ratio = " (and unlabeled_batch_size)" if self.unlabeled is not None else ""
+        amp = ", or amp=bf16" if dev.type == "cuda" and self.s.amp_dtype is None else ""
+        return (f"train: out of memory in training step {self.step + 1} on {dev} (an allocation of {asked} "
+                f"failed; a step of {cfg.method} takes {images} images of {tuple(self.s.x.shape[1:])}): lower "
+                f"batch_size{ratio}, use a smaller model{amp}, and start the run again; {self._kept()}")
+
+    def _eval_out_of_memory(self, asked: str) -> str:
+        again = (f"; metassl train --resume {self.run_dir} eval_batch_size=N continues from the last "
+                 f"checkpoint (step {self.ckpt_step})" if self.ckpt_step is not None and self.run_dir is not None
+                 else "")
+        return (f"train: out of memory evaluating at step {self.step} on {self.s.device} (an allocation of "
+                f"{asked} failed): lower eval_batch_size (now {self.cfg.eval_batch_size}){again}")
 
     def _trained_state(self) -> dict:
         return {"model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -293,7 +321,8 @@ class Trainer:
             if stop["signal"] is not None:  # before the first step: a checkpoint of the step it starts at
                 self.save()
                 raise Interrupted(self.step, self.run_dir)
-            self._loop(log, stop, ckpt_every)
+            with out_of_memory_as(self._step_out_of_memory):  # an evaluation's is its own
+                self._loop(log, stop, ckpt_every)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -350,7 +379,8 @@ class Trainer:
                     self._check_finite(bad)
                     self._check_state(self._trained_state())
                     self.train_seconds += time.perf_counter() - start
-                    errors = self.evaluate()
+                    with out_of_memory_as(self._eval_out_of_memory):
+                        errors = self.evaluate()
                     self.last_eval = {**errors, "step": self.step}
                     if self._select(errors):
                         self._save_selected()
