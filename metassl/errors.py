@@ -38,7 +38,12 @@ class TrainingDiverged(MetasslError):
 
 
 class OutOfMemory(MetasslError):
-    """A batch, an evaluation or the data too large for the device's memory."""
+    """A batch, an evaluation or the data too large for the device's memory. ``then``: how a
+    command-line run continues (a resume), apart from ``brief``, which holds for any caller."""
+
+    def __init__(self, brief: str, then: str = ""):
+        super().__init__(brief + then)
+        self.brief = brief
 
 
 _ASKED = re.compile(r"tried to allocate\s+([0-9]+ bytes|[0-9.]+\s*[KMGT]i?B)\b", re.I)
@@ -62,13 +67,14 @@ def memory_asked(exc: BaseException) -> Optional[str]:
 
 
 @contextmanager
-def out_of_memory_as(message: Callable[[str], str]):
+def out_of_memory_as(message: Callable[[str], str], then: Callable[[], str] = str):
     """Inside the block, an allocator's out-of-memory error becomes a one-line ``OutOfMemory``
-    whose text is ``message(amount asked for)``; every other error passes unchanged."""
+    whose text is ``message(amount asked for)`` followed by ``then()`` (how a run continues);
+    every other error passes unchanged."""
     try:
         yield
     except RuntimeError as exc:
         asked = memory_asked(exc)
         if asked is None:
             raise
-        raise OutOfMemory(message(asked)) from None
+        raise OutOfMemory(message(asked), then()) from None

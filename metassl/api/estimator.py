@@ -26,7 +26,7 @@ from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
 from metassl.engine.setup import pick_device
 from metassl.engine.trainer import Interrupted, Trainer
-from metassl.errors import ConfigError, DataError, NeedsUnlabeled
+from metassl.errors import ConfigError, DataError, NeedsUnlabeled, OutOfMemory
 from metassl.models import MIN_IMAGE_SIZE
 
 # Keys fit() decides; the rest of TrainConfig can be passed as keywords.
@@ -251,6 +251,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                 raise KeyboardInterrupt from None
             except DataError as exc:  # e.g. too few examples of a class for val_per_class
                 raise _input_error(exc) from None
+            except OutOfMemory as exc:  # a fit is not resumed: what to lower, without the command line's resume
+                raise OutOfMemory(f"SSLClassifier.fit: {exc.brief.removeprefix('train: ')}") from None
             finally:
                 claim.release()
         self.run_dir_ = path if keep else None

@@ -209,14 +209,21 @@ class Trainer:
         amp = ", or amp=bf16" if dev.type == "cuda" and self.s.amp_dtype is None else ""
         return (f"train: out of memory in training step {self.step + 1} on {dev} (an allocation of {asked} "
                 f"failed; a step of {cfg.method} takes {images} images of {tuple(self.s.x.shape[1:])}): lower "
-                f"batch_size{ratio}, use a smaller model{amp}, and start the run again; {self._kept()}")
+                f"batch_size{ratio}, use a smaller model{amp}")
+
+    def _step_resume(self) -> str:
+        return f", and start the run again; {self._kept()}"
 
     def _eval_out_of_memory(self, asked: str) -> str:
-        again = (f"; metassl train --resume {self.run_dir} eval_batch_size=N continues from the last "
-                 f"checkpoint (step {self.ckpt_step})" if self.ckpt_step is not None and self.run_dir is not None
-                 else "")
         return (f"train: out of memory evaluating at step {self.step} on {self.s.device} (an allocation of "
-                f"{asked} failed): lower eval_batch_size (now {self.cfg.eval_batch_size}){again}")
+                f"{asked} failed): lower eval_batch_size (now {self.cfg.eval_batch_size})")
+
+    def _eval_resume(self) -> str:
+        """How a command-line run that ran out of memory evaluating continues with less."""
+        if self.ckpt_step is None or self.run_dir is None:
+            return ""
+        return (f"; metassl train --resume {self.run_dir} eval_batch_size=N continues from the last "
+                f"checkpoint (step {self.ckpt_step})")
 
     def _trained_state(self) -> dict:
         return {"model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -321,7 +328,7 @@ class Trainer:
             if stop["signal"] is not None:  # before the first step: a checkpoint of the step it starts at
                 self.save()
                 raise Interrupted(self.step, self.run_dir)
-            with out_of_memory_as(self._step_out_of_memory):  # an evaluation's is its own
+            with out_of_memory_as(self._step_out_of_memory, self._step_resume):  # an evaluation's is its own
                 self._loop(log, stop, ckpt_every)
         finally:
             for sig, handler in handlers.items():
@@ -379,7 +386,7 @@ class Trainer:
                     self._check_finite(bad)
                     self._check_state(self._trained_state())
                     self.train_seconds += time.perf_counter() - start
-                    with out_of_memory_as(self._eval_out_of_memory):
+                    with out_of_memory_as(self._eval_out_of_memory, self._eval_resume):
                         errors = self.evaluate()
                     self.last_eval = {**errors, "step": self.step}
                     if self._select(errors):

@@ -139,3 +139,28 @@ def test_eval_batch_size_changes_nothing_but_the_batching(tmp_path, capsys):
     from metassl.engine.rundir import evaluate_run
     whole, small = evaluate_run(run), evaluate_run(run, batch_size=7)
     assert whole["test_error"] == pytest.approx(small["test_error"]) and whole["val_error"] == small["val_error"]
+
+
+@pytest.mark.parametrize("where", ["step", "evaluation"])
+def test_a_fit_in_python_out_of_memory_says_what_to_lower_without_a_resume_it_cannot_do(monkeypatch, where):
+    from metassl import SSLClassifier
+
+    x = np.random.default_rng(0).integers(0, 255, (40, 8, 8)).astype(np.uint8)
+    y = np.arange(40) % 2
+    if where == "evaluation":
+        monkeypatch.setattr(Trainer, "evaluate", _allocate_too_much)
+    else:
+        real_init = Trainer.__init__
+
+        def init(self, *args, **kwargs):
+            real_init(self, *args, **kwargs)
+            self.method.train_step = _allocate_too_much
+
+        monkeypatch.setattr(Trainer, "__init__", init)
+    clf = SSLClassifier(method="supervised", model="mlp", steps=4, eval_every=2, batch_size=8, val_per_class=2)
+    with pytest.raises(OutOfMemory) as caught:
+        clf.fit(x, y)
+    text = str(caught.value)
+    assert text.startswith("SSLClassifier.fit: out of memory ") and "\n" not in text
+    assert ("lower eval_batch_size (now 256)" if where == "evaluation" else "lower batch_size, use a smaller model") in text
+    assert "--resume" not in text and "start the run again" not in text and "checkpoint" not in text
