@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from metassl.errors import ConfigError
+from metassl.errors import ConfigError, did_you_mean
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
@@ -277,7 +277,7 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
         try:
             if name not in fields:
                 known = f"known keys: {', '.join(fields)}" if fields else f"{prefix or 'config'} has no keys of its own"
-                raise ConfigError(f"config: unknown key {key!r}; {known}")
+                raise ConfigError(f"config: unknown key {key!r}{did_you_mean(name, fields)}; {known}")
             kwargs[name] = _coerce(value, hints[name], key)
             _check_range(kwargs[name], fields[name].metadata, key)
         except ConfigError as exc:  # the innermost key, for load_config to name the file it came from
@@ -499,7 +499,8 @@ def resolve(raw: dict) -> TrainConfig:
     method_cls = METHODS.get(cfg.method)
     MODELS.get(cfg.model)
     if cfg.dataset not in DATASETS:
-        raise ConfigError(f"config: dataset={cfg.dataset!r} is unknown; choose from {', '.join(DATASETS)}")
+        raise ConfigError(f"config: dataset={cfg.dataset!r} is unknown{did_you_mean(cfg.dataset, DATASETS)}; "
+                          f"choose from {', '.join(DATASETS)}")
     for name, section in sections.items():
         built = build_dataclass(METHODS.get(name).Config, section, name)
         if name != cfg.method:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from metassl.errors import ConfigError
+from metassl.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -27,7 +27,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise ConfigError(
-                f"{self.kind}: unknown {self.kind} {name!r}; choose from {', '.join(sorted(self._items))}"
+                f"{self.kind}: unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; choose from "
+                f"{', '.join(sorted(self._items))}"
             ) from None
 
     def names(self) -> list[str]:

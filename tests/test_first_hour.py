@@ -400,3 +400,34 @@ def test_every_label_of_the_users_own_files_is_used_unless_labels_per_class_is_s
     cli("train", "--out", str(tmp_path / "some"), *base, "labels_per_class=5", check=True)
     split = json.loads((tmp_path / "some" / "split.json").read_text())
     assert len(split["labeled"]) == 15 and len(split["unlabeled"]) == 18 + 3 * 15
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["config", "fixmach"], "unknown method 'fixmach' (did you mean 'fixmatch'?); choose from fixmatch,"),
+    (["config", "FixMatch"], "unknown method 'FixMatch' (did you mean 'fixmatch'?)"),
+    (["config", "meta-pl"], "unknown method 'meta-pl' (did you mean 'meta_pl'?)"),
+    (["train", "lables_per_class=5"], "unknown key 'lables_per_class' (did you mean 'labels_per_class'?)"),
+    (["train", "fixmatch.treshold=0.9", "method=fixmatch"], "unknown key 'fixmatch.treshold' (did you mean "
+                                                            "'threshold'?)"),
+    (["train", "dataset=fashion"], "dataset='fashion' is unknown (did you mean 'fashion_mnist'?)"),
+    (["train", "model=cnn4"], "unknown model 'cnn4' (did you mean 'cnn3'?)"),
+    (["bench", "digit", "--out", "x", "--dry-run"], "no suite 'digit' (did you mean 'digits'?)"),
+])
+def test_a_misspelt_name_is_answered_with_the_name_meant(argv, error, tmp_path, monkeypatch, capsys):
+    from metassl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and error in line, line
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_name_close_to_nothing_gets_no_guess(capsys):
+    from metassl.cli import main
+    from metassl.errors import did_you_mean
+
+    assert main(["config", "zzz"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+    assert did_you_mean("fashion", ["fashion_mnist", "mnist"]) == " (did you mean 'fashion_mnist'?)"
+    assert did_you_mean("svm", ["fixmatch", "mixup"]) == ""

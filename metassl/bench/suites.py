@@ -33,7 +33,7 @@ from metassl.engine import rundir
 from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.report import records
-from metassl.errors import ConfigError, MetasslError
+from metassl.errors import ConfigError, MetasslError, did_you_mean
 
 SUITE_KEYS = {"description", "base", "grid", "runs", "seeds", "group_by", "paper", "parents"}
 
@@ -47,13 +47,15 @@ def load_suite(name_or_path: str) -> tuple[str, dict]:
     path = Path(name_or_path)
     if not path.is_file():
         if name_or_path not in suite_names():
-            raise ConfigError(f"bench: no suite {name_or_path!r}: not a file, and the shipped suites are "
-                              f"{', '.join(suite_names() + ['speed'])}")
+            raise ConfigError(f"bench: no suite {name_or_path!r}{did_you_mean(name_or_path, suite_names())}: not "
+                              f"a file, and the shipped suites are {', '.join(suite_names() + ['speed'])}")
         path = Path(str(resources.files("metassl.bench") / "suites" / f"{name_or_path}.yaml"))
     suite = config_mod.load_yaml(path)
     unknown = set(suite) - SUITE_KEYS
     if unknown:
-        raise ConfigError(f"bench: {path}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(sorted(SUITE_KEYS))}")
+        first = sorted(unknown)[0]
+        raise ConfigError(f"bench: {path}: unknown key {first!r}{did_you_mean(first, SUITE_KEYS)}; known: "
+                          f"{', '.join(sorted(SUITE_KEYS))}")
     check_suite(path, suite)
     return path.stem, suite
 

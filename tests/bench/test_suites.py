@@ -95,7 +95,7 @@ def test_dry_run_and_bad_suites(tmp_path):
     names = suites.run_suite(str(write_suite(tmp_path)), tmp_path / "o", dry_run=True).splitlines()
     assert names == ["method=supervised,seed=0 (finished, not trained)", "method=supervised,seed=1",
                      "method=mixup,seed=0", "method=mixup,seed=1 (resumed)"]
-    with pytest.raises(ConfigError, match="unknown key 'gird'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'gird' \(did you mean 'grid'\?\)"):
         suites.run_suite(str(write_suite(tmp_path, {**SUITE, "gird": {}})), tmp_path / "o")
     bad = {**SUITE, "base": {**SUITE["base"], "stepz": 3}}
     with pytest.raises(ConfigError, match="bench: suite tiny: base.stepz: unknown key 'stepz'"):
