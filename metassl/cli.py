@@ -134,7 +134,12 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from metassl.report import write_report
 
-    print(write_report(Path(args.dir)))
+    out, skipped = write_report(Path(args.dir))
+    if skipped:
+        names = "; ".join(item.what for item in skipped)
+        print(f"metassl: report: {len(skipped)} figure{'s' if len(skipped) > 1 else ''} skipped, each with "
+              f"its reason in the report: {names}", file=sys.stderr)
+    print(out)
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from metassl.api.inference import Classifier, check_output_file, load_run
+from metassl.api.inference import Classifier, check_output_file, load_run, output_temp
 from metassl.errors import ConfigError, MetasslError
 
 FORMATS = ("onnx", "torchscript")
@@ -71,8 +71,7 @@ def export_run(run: Path, fmt: str, out: Path) -> str:
     loaded = load_run(run, "cpu")
     classes = loaded.info["classes"]
     example = example_input(loaded.info)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = output_temp(out, "export")
     try:
         try:
             (_onnx if fmt == "onnx" else _torchscript)(loaded.classifier, example, tmp, classes)

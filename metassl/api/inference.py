@@ -10,6 +10,7 @@ run this same module, so they read inputs exactly as training did:
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -22,7 +23,7 @@ from metassl.data.runinfo import load_data_info
 from metassl.data.vectors import VectorEncoder  # noqa: F401  (part of this module's API)
 from metassl.engine import checkpoint as ckpt
 from metassl.engine import rundir
-from metassl.errors import CheckpointError, ConfigError
+from metassl.errors import CheckpointError, ConfigError, MetasslError
 from metassl.models import create_model
 
 
@@ -89,6 +90,22 @@ def _data_root(run: Path) -> Optional[Path]:
     except Exception:  # noqa: BLE001 - load_run reports a bad run with its own message
         return None
     return Path(root).expanduser().resolve() if root else None
+
+
+def output_temp(out: Path, command: str) -> Path:
+    """Create ``out``'s folder and the temporary file the command writes before it replaces ``out``
+    (the caller removes it); a folder that cannot be made or written is a one-line error naming
+    ``out``, before any work."""
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (out.parent, *out.parent.parents) if p.exists() and not p.is_dir()), out.parent)
+        raise MetasslError(f"{command}: cannot write {out}: {blocking} is a file, not a folder") from None
+    except OSError as exc:
+        raise MetasslError(f"{command}: cannot write {out}: {exc.strerror or exc}") from None
+    return tmp
 
 
 def check_output_file(out: Path, command: str, run: Path, inputs: list[Path] = ()) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metassl.api.inference import check_output_file, load_run
+from metassl.api.inference import check_output_file, load_run, output_temp
 from metassl.data.arrays import as_images
 from metassl.data.csvfile import read_table_vectors
 from metassl.data.images import images_under, read_image, say_skipped, to_array
@@ -126,8 +126,7 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
     loaded = load_run(run, pick_device(device))
     classes = loaded.info["classes"]
     reader = _Reader(run, loaded.info, loaded.cfg.channels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = output_temp(out, "predict")
     count = 0
     try:
         with open(tmp, "w", newline="") as fh:

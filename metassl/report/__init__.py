@@ -15,12 +15,15 @@ def report_kind(path: Path) -> str:
         return "suite"
     if (path / "config.yaml").is_file():
         return "run"
+    if not path.is_dir():
+        raise CheckpointError(f"report: {path} is a file; give a run directory or a suite's --out folder")
     raise CheckpointError(f"report: {path} is neither a run directory (no config.yaml) nor a suite "
                           f"output (no results.json)")
 
 
-def write_report(path: Path, *, tsne_points: Optional[int] = None) -> str:
-    """Write the figures, report.html and report.md into ``path``; returns report.html's path."""
+def write_report(path: Path, *, tsne_points: Optional[int] = None) -> tuple[str, list]:
+    """Write the figures, report.html and report.md into ``path``; returns report.html's path and
+    the figures skipped (``Skipped``: what, and why; the report says so too)."""
     path = Path(path)
     kind = report_kind(path)
     # torch, matplotlib and scikit-learn take seconds to import: only once DIR is worth a report.

@@ -8,6 +8,9 @@ and the feature figures of one run. A figure a run cannot have is replaced by a 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
@@ -168,8 +171,9 @@ class ReportBuilder:
             "test error vs number of labels (meta-gradient SSL Fig. 2)",
             "a run has a single label count; report a suite that varies labels_per_class")])
         has_lambdas = (run / lam_mod.FILE).is_file()
-        return Document(f"Run {run.name} ({what})", [
-            summary, self.curves(errors, losses, what, selected), labels, self.tsne(run, f"run {run.name}"),
+        name = run.resolve().name  # `metassl report .` names the folder, not "."
+        return Document(f"Run {name} ({what})", [
+            summary, self.curves(errors, losses, what, selected), labels, self.tsne(run, f"run {name}"),
             self.lambdas(run if has_lambdas else None,
                          f"no {lam_mod.FILE}: method {cfg.method!r} learns no mixing coefficient λ")])
 
@@ -203,7 +207,7 @@ class ReportBuilder:
         if len(mixers) > 1:
             lam.items.insert(0, Text(f"Shown for run `{mixers[0].name}`, the first of {len(mixers)} that "
                                      f"learned λ."))
-        return Document(f"Suite {suite.name} ({len(rows)} runs)",
+        return Document(f"Suite {suite.resolve().name} ({len(rows)} runs)",
                         [summary, curves, self.labels_section(rows, varying), tsne, lam])
 
     def labels_section(self, rows: list[dict], varying: list[str]) -> Section:
@@ -285,14 +289,35 @@ def ranked_runs(suite: Path, rows: list[dict]) -> list[Path]:
     return [suite / r["name"] for r in done]
 
 
-def build_report(path: Path, kind: str, tsne_points: Optional[int] = None) -> str:
-    """Write the figures, report.html and report.md of a 'run' or 'suite' ``path``."""
-    # Figures of an earlier report that this one skips must not linger beside it.
-    for name in FILES.values():
-        (path / name).unlink(missing_ok=True)
-    builder = ReportBuilder(path, TSNE_POINTS if tsne_points is None else tsne_points)
-    doc = builder.suite_document(path) if kind == "suite" else builder.run_document(path)
-    (path / "report.md").write_text(to_markdown(doc))
-    out = path / "report.html"
-    out.write_text(to_html(doc, path))
-    return str(out)
+def build_report(path: Path, kind: str, tsne_points: Optional[int] = None) -> tuple[str, list[Skipped]]:
+    """Write the figures, report.html and report.md of a 'run' or 'suite' ``path``; returns
+    report.html's path and a line for each figure skipped. The figures are drawn in a staging
+    folder and replace an earlier report's only once every one is drawn: a report that fails
+    leaves the earlier one as it was."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=path))
+    except OSError as exc:
+        raise MetasslError(f"report: cannot write in {path}: {exc.strerror or exc}") from None
+    try:
+        builder = ReportBuilder(staging, TSNE_POINTS if tsne_points is None else tsne_points)
+        doc = builder.suite_document(path) if kind == "suite" else builder.run_document(path)
+        for name in ("report.md", "report.html"):
+            (staging / name).write_text(to_markdown(doc) if name == "report.md" else to_html(doc, staging))
+        # Figures of an earlier report that this one skips must not linger beside it.
+        for name in [*FILES.values(), "report.md", "report.html"]:
+            if (staging / name).exists():
+                os.replace(staging / name, path / name)
+            else:
+                (path / name).unlink(missing_ok=True)
+    except OSError as exc:
+        named = str(exc.filename2 or exc.filename or "")
+        where = named if named and not named.startswith(str(staging)) else path
+        raise MetasslError(f"report: cannot write {where}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(path / "report.html"), skipped_items(doc)
+
+
+def skipped_items(doc: Document) -> list[Skipped]:
+    """Every figure the document replaced by a line saying why."""
+    return [item for section in doc.sections for item in section.items if isinstance(item, Skipped)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,31 @@ def test_predict_on_a_folder_names_the_files_it_does_not_read(cli, photo_run, ph
     assert "wrote 1 predictions" in proc.stdout
     assert f"metassl: 2 files under {folder} not read, not images by their suffix (notes.txt, sub/photo.png.bak)" \
         in proc.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it_before_any_work(photo_run, photos, tmp_path,
+                                                                                  monkeypatch):
+    from metassl.api.export import export_run
+    from metassl.errors import MetasslError
+
+    blocker = tmp_path / "model.pt"
+    blocker.write_text("a file, not a folder")
+    for command, write in (("predict", lambda out: predict_to_csv(photo_run, [photos / "unlabeled"], out)),
+                           ("export", lambda out: export_run(photo_run, "torchscript", out))):
+        out = blocker / "sub" / "x.out"
+        with pytest.raises(MetasslError) as info:
+            write(out)
+        assert str(info.value) == f"{command}: cannot write {out}: {blocker} is a file, not a folder"
+        assert blocker.read_text() == "a file, not a folder"
+        # a folder the command may not write in (simulated: the tests may run as root)
+        denied = tmp_path / "ro" / "y.out"
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        with monkeypatch.context() as m:
+            m.setattr(Path, "touch", refuse)
+            with pytest.raises(MetasslError) as info:
+                write(denied)
+        assert str(info.value) == f"{command}: cannot write {denied}: Permission denied"
+        assert list((tmp_path / "ro").iterdir()) == []

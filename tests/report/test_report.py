@@ -95,8 +95,10 @@ def suite_dir(tmp_path_factory):
 
 
 def test_run_report_draws_curves_and_tsne_and_lists_what_it_skips(run_dir):
-    out = write_report(run_dir, tsne_points=TSNE_POINTS)
+    out, skipped = write_report(run_dir, tsne_points=TSNE_POINTS)
     assert out == str(run_dir / "report.html")
+    assert skipped[0].line == ("Skipped: test error vs number of labels (meta-gradient SSL Fig. 2): a run has a single "
+                          "label count; report a suite that varies labels_per_class.") and len(skipped) == 4
     html, md = assert_figures(run_dir, ("errors", "losses", "tsne"))
     for key in ("labels", *LAMBDA_FIGS):
         assert not (run_dir / FILES[key]).exists()
@@ -237,3 +239,44 @@ def test_a_setting_is_labelled_with_the_value_its_runs_trained_with():
     assert varying == ["fixmatch.meta_gradient"]
     labels = [setting(r, varying, with_labels=False) for r in rows]
     assert labels == ["fixmatch, fixmatch.meta_gradient=false", "fixmatch, fixmatch.meta_gradient=true", "supervised"]
+
+
+def test_a_report_that_fails_leaves_the_earlier_one_as_it_was(run_dir, tmp_path):
+    run = shutil.copytree(run_dir, tmp_path / "again")
+    write_report(run, tsne_points=TSNE_POINTS)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("fig_", "report."))}
+    assert {"fig_errors.png", "fig_tsne.png", "report.md", "report.html"} <= set(before)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl line 2 is not JSON"):
+        write_report(run, tsne_points=TSNE_POINTS)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("fig_", "report."))}
+    assert after == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".report-")]
+
+
+def test_report_names_a_file_it_cannot_write_and_the_folder_it_was_given(run_dir, tmp_path, monkeypatch, capsys):
+    from metassl.cli import main
+
+    run = shutil.copytree(run_dir, tmp_path / "named")
+    write_report(run, tsne_points=TSNE_POINTS)
+    (run / "fig_errors.png").unlink()
+    (run / "fig_errors.png").mkdir()
+    assert main(["report", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"metassl: error: report: cannot write {run / 'fig_errors.png'}: Is a directory"
+    assert (run / "report.md").read_bytes() and (run / "fig_tsne.png").exists()
+    (run / "fig_errors.png").rmdir()
+    # `metassl report .` names the folder; the figures it skips are named on the terminal too
+    monkeypatch.chdir(run)
+    assert main(["report", "."]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == "report.html"
+    assert out.err.strip() == ("metassl: report: 4 figures skipped, each with its reason in the report: test error "
+                               "vs number of labels (meta-gradient SSL Fig. 2); Histogram of learned λ against "
+                               "Beta(α, α) (MetaMixUp Fig. 6); Mean learned λ per class pair during training "
+                               "(MetaMixUp Fig. 7); Distance from mixed samples to real samples of other classes "
+                               "(MetaMixUp Fig. 5)")
+    assert (run / "report.md").read_text().startswith("# Run named (")
+    assert main(["report", "config.yaml"]) == 1
+    assert "report: config.yaml is a file; give a run directory" in capsys.readouterr().err
