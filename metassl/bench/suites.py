@@ -413,7 +413,7 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
         for i, p, cfg in todo:
             _run_one(i, len(todo), p, cfg, None)
     # the machine line says "runs at once" only of runs this command trained so
-    return tabulate(name_or_path, out, jobs, include, overrides, at_once=min(jobs, len(todo)) if todo else 1)
+    return tabulate(name_or_path, out, jobs, include, overrides, at_once=min(jobs, len(todo)))
 
 
 def check_overrides(name: str, runs: list[dict], overrides: list[str] | None) -> None:
@@ -590,12 +590,15 @@ def _selection(rows: list[dict]) -> str:
 def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: int = 1,
                overrides: list[str] | None = None, command: str | None = None, at_once: int | None = None) -> str:
     """The suite's table.md: its heading, the command, the machine (``at_once``: how many runs
-    this command trained at once; the command's ``--jobs`` where not given), then ``table_body``."""
+    this command trained at once, 0 where it trained none; the command's ``--jobs`` where not
+    given), then ``table_body``."""
     threads = {(row.get("config") or {}).get("threads") for row in rows}
+    earlier = "; every run trained before this command, which only tabulated them" if at_once == 0 else ""
     lines = [f"# Suite `{name}`", "",
              f"Command: `metassl bench {command or name} --out DIR{f' --jobs {jobs}' if jobs > 1 else ''}"
              f"{''.join(' ' + o for o in overrides or [])}`; "
-             f"{machine(jobs if at_once is None else at_once, threads.pop() if len(threads) == 1 else None)}; "
+             f"{machine(jobs if at_once is None else max(at_once, 1), threads.pop() if len(threads) == 1 else None)}"
+             f"{earlier}; "
              f"tabulated {dt.date.today().isoformat()}.",
              f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", ""]
     return "\n".join(lines + table_body(suite, rows, keys)) + "\n"

@@ -162,6 +162,8 @@ def test_included_results_join_the_table_and_are_not_trained_again(tmp_path):
     assert [r["name"] for r in rows] == suites.run_suite(str(path), None, dry_run=True).splitlines()
     assert all(r == earlier[r["name"]] for r in rows)
     assert "| supervised" in table and "| mixup" in table
+    assert "; every run trained before this command, which only tabulated them;" in table
+    assert "trained before this command" not in (tmp_path / "a" / "table.md").read_text()
     # A run finished in --out wins over an included row of the same name.
     forged = [{**r, "test_error": 99.0} for r in json.loads(b.read_text())]
     (tmp_path / "forged.json").write_text(json.dumps(forged))
@@ -469,6 +471,10 @@ def test_the_machine_line_speaks_of_runs_at_once_only_where_this_command_trained
     only_tabulated = suites.make_table("tiny", SUITE, rows, ["method"], jobs=2, at_once=1)
     assert "--jobs 2" in only_tabulated and "runs at once" not in only_tabulated
     assert "CPU, 1 thread," in only_tabulated and "; tabulated " in only_tabulated
+    assert "trained before this command" not in only_tabulated
+    none_trained = suites.make_table("tiny", SUITE, rows, ["method"], jobs=2, at_once=0)
+    assert ("CPU, 1 thread, " in none_trained and "runs at once" not in none_trained
+            and "; every run trained before this command, which only tabulated them; tabulated " in none_trained)
 
 
 def test_the_runs_column_counts_only_the_runs_its_mean_is_over():
