@@ -301,18 +301,19 @@ def build_report(path: Path, kind: str, tsne_points: Optional[int] = None) -> tu
     try:
         builder = ReportBuilder(staging, TSNE_POINTS if tsne_points is None else tsne_points)
         doc = builder.suite_document(path) if kind == "suite" else builder.run_document(path)
-        for name in ("report.md", "report.html"):
-            (staging / name).write_text(to_markdown(doc) if name == "report.md" else to_html(doc, staging))
-        # Figures of an earlier report that this one skips must not linger beside it.
-        for name in [*FILES.values(), "report.md", "report.html"]:
-            if (staging / name).exists():
-                os.replace(staging / name, path / name)
-            else:
-                (path / name).unlink(missing_ok=True)
-    except OSError as exc:
-        named = str(exc.filename2 or exc.filename or "")
-        where = named if named and not named.startswith(str(staging)) else path
-        raise MetasslError(f"report: cannot write {where}: {exc.strerror or exc}") from None
+        try:  # only the writing: an error reading the run is its own
+            for name in ("report.md", "report.html"):
+                (staging / name).write_text(to_markdown(doc) if name == "report.md" else to_html(doc, staging))
+            # Figures of an earlier report that this one skips must not linger beside it.
+            for name in [*FILES.values(), "report.md", "report.html"]:
+                if (staging / name).exists():
+                    os.replace(staging / name, path / name)
+                else:
+                    (path / name).unlink(missing_ok=True)
+        except OSError as exc:
+            named = str(exc.filename2 or exc.filename or "")
+            where = named if named and not named.startswith(str(staging)) else path
+            raise MetasslError(f"report: cannot write {where}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(path / "report.html"), skipped_items(doc)
