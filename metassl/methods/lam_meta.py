@@ -226,7 +226,8 @@ class LearnedLam:
         return self.lam_log.flush(step, run_dir)
 
     def state_dict(self) -> dict:
-        return {"lam_log": self.lam_log.state_dict()}
+        return {**super().state_dict(), "lam_log": self.lam_log.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.lam_log.load_state_dict(state["lam_log"])

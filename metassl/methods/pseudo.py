@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metassl.engine.dist import all_reduce_mean
 from metassl.engine.ema import horizon_steps
 
 
@@ -44,6 +45,32 @@ def horizon_decay(cfg, total_steps: int) -> float:
     warm-up: the statistics start from the papers' initial values, which are part of the methods."""
     horizon = horizon_steps(cfg, total_steps)
     return cfg.ema_decay if horizon is None else min(cfg.ema_decay, 1.0 - 1.0 / horizon)
+
+
+class ClassShares:
+    """A running estimate of the classes' shares in the model's predictions on unlabeled data,
+    and the alignment that divides them out:
+
+        p̂_t   = m p̂_{t-1} + (1 - m) (1/B) Σ_b q_b,      p̂_0 = 1/C
+        DA(q) = Normalize(q · (1/C) / p̂_t)
+
+    (SoftMatch's uniform alignment; ReMixMatch's distribution alignment towards equal shares).
+    A model that drifts towards a few classes sees those classes' predictions scaled down and the
+    others' up, so its guessed labels stop feeding the drift. ``update`` includes the batch it
+    aligns; p̂ averages over every rank's batch and belongs in the method's checkpointed state."""
+
+    def __init__(self, num_classes: int, decay: float, device: torch.device):
+        self.decay = decay
+        self.p_hat = torch.full((num_classes,), 1.0 / num_classes, device=device)
+
+    def update(self, q: torch.Tensor) -> None:
+        p_mean = q.mean(0)
+        all_reduce_mean([p_mean])
+        self.p_hat.lerp_(p_mean, 1.0 - self.decay)
+
+    def align(self, q: torch.Tensor) -> torch.Tensor:
+        aligned = q / self.p_hat
+        return aligned / aligned.sum(1, keepdim=True)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from metassl.meta import world_size
 from metassl.methods.base import METHODS
 from metassl.methods.fixmatch import FixMatch
 from metassl.methods.meta_labels import MetaGradientConfig
-from metassl.methods.pseudo import horizon_decay
+from metassl.methods.pseudo import ClassShares, horizon_decay
 
 
 @dataclass
@@ -52,17 +52,14 @@ class SoftMatch(FixMatch):
         super().__init__(model, optimizer, cfg, ctx)
         c = ctx.num_classes
         self.decay = horizon_decay(cfg, ctx.total_steps)
-        self.p_hat = torch.full((c,), 1.0 / c, device=ctx.device)
+        self.shares = ClassShares(c, self.decay, ctx.device)
         self.mu = torch.full((), 1.0 / c, device=ctx.device)
         self.var = torch.ones((), device=ctx.device)
 
     def pseudo_targets(self, q, unlabeled, step):
         keep = 1.0 - self.decay
-        p_mean = q.mean(0)
-        all_reduce_mean([p_mean])
-        self.p_hat.lerp_(p_mean, keep)
-        aligned = q / self.p_hat
-        conf = (aligned / aligned.sum(1, keepdim=True)).max(1).values
+        self.shares.update(q)
+        conf = self.shares.align(q).max(1).values
         # Mean and mean square over every rank's batch, for the unbiased variance of their union.
         moments = torch.stack([conf.mean(), conf.square().mean()])
         all_reduce_mean([moments])
@@ -74,8 +71,9 @@ class SoftMatch(FixMatch):
         return q.argmax(1), weight, {"mask": weight.mean(), "mu": self.mu.clone()}
 
     def state_dict(self) -> dict:
-        return {"p_hat": self.p_hat, "mu": self.mu, "var": self.var}
+        return {"p_hat": self.shares.p_hat, "mu": self.mu, "var": self.var}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("p_hat", "mu", "var"):
+        self.shares.p_hat.copy_(state["p_hat"])
+        for name in ("mu", "var"):
             getattr(self, name).copy_(state[name])

@@ -23,7 +23,7 @@ def test_weights_are_a_gaussian_below_the_mean_confidence_and_one_above(make_met
     mu = 0.5 * 0.25 + 0.5 * conf.mean()                  # μ_0 = 1/C
     var = 0.5 * 1.0 + 0.5 * conf.var()                   # σ²_0 = 1, unbiased batch variance
     expected = torch.where(conf < mu, torch.exp(-(conf - mu) ** 2 / (2 * var)), torch.ones(4))
-    assert torch.allclose(method.p_hat, p_hat) and torch.allclose(logs["mu"], mu) and torch.allclose(method.var, var)
+    assert torch.allclose(method.shares.p_hat, p_hat) and torch.allclose(logs["mu"], mu) and torch.allclose(method.var, var)
     assert torch.allclose(weight, expected)
     assert (weight[conf >= mu] == 1).all() and (weight[conf < mu] < 1).all() and (conf < mu).any()
     # The labels are the argmax of q itself, not of the aligned distribution.
@@ -35,7 +35,7 @@ def test_uniform_alignment_lifts_the_confidence_of_rare_classes(make_method):
     method, _ = make_method("softmatch", "ema_decay=0.0", "ema_horizon_steps=1000")
     method.pseudo_targets(torch.tensor([[0.9, 0.05, 0.03, 0.02]] * 3 + [[0.1, 0.7, 0.1, 0.1]]), UNLABELED, 0)
     # p̂ now says class 0 is predicted most: an even row leans away from it after alignment.
-    a = torch.full((1, 4), 0.25) / method.p_hat
+    a = torch.full((1, 4), 0.25) / method.shares.p_hat
     assert (a / a.sum()).argmax() != 0
 
 
@@ -44,6 +44,7 @@ def test_the_estimates_survive_a_state_dict_round_trip(make_method):
     method.pseudo_targets(Q, UNLABELED, step=0)
     fresh, _ = make_method("softmatch", "ema_decay=0.5", "ema_horizon_steps=1000")
     fresh.load_state_dict(method.state_dict())
-    for name in ("p_hat", "mu", "var"):
+    assert torch.equal(fresh.shares.p_hat, method.shares.p_hat)
+    for name in ("mu", "var"):
         assert torch.equal(getattr(fresh, name), getattr(method, name))
     assert torch.equal(fresh.pseudo_targets(Q, UNLABELED, 1)[1], method.pseudo_targets(Q, UNLABELED, 1)[1])
