@@ -77,14 +77,17 @@ def _key(batch: dict[bytes, Any], key: bytes, path: Path) -> Any:
 
 def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = read_cifar_pickle(path)
-    data = np.asarray(_key(batch, b"data", path))
-    labels = np.asarray(_key(batch, label_key, path))
+    data = _array(batch, b"data", path)
+    labels = _array(batch, label_key, path)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(
             f"data: {path} key b'data' holds {data.dtype} of shape {_dims(data.shape)}; "
             "expected uint8 N x 3072"
         )
-    if labels.ndim != 1 or len(labels) != len(data):
+    if labels.ndim != 1:
+        raise DataError(f"data: {path} key {label_key!r} holds an array of shape {_dims(labels.shape)}; "
+                        "expected a list of N labels")
+    if len(labels) != len(data):
         raise DataError(
             f"data: {path} key {label_key!r} holds {labels.size} labels for {len(data)} images"
         )
@@ -95,9 +98,23 @@ def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.nda
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def _array(batch: dict, key: bytes, path: Path) -> np.ndarray:
+    """``batch[key]`` as one numpy array; a ragged list or a value of mixed types is named."""
+    value = _key(batch, key, path)
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError):
+        raise DataError(f"data: {path} key {key!r} holds a {type(value).__name__} that is not one array "
+                        "(rows of different lengths or mixed types)") from None
+
+
 def _cifar_names(path: Path, key: bytes) -> list[str]:
     names = _key(read_cifar_pickle(path), key, path)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"data: {path} key {key!r} holds {type(names).__name__}"
+                        f"{'' if not isinstance(names, (list, tuple)) else ' with an entry that is not a name'}; "
+                        "expected a list of class names")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]

@@ -6,6 +6,8 @@ the first folder that holds them all (see `metassl.data.locate`).
 from __future__ import annotations
 
 import gzip
+import math
+import sys
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -62,7 +64,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"dimensions, file has {len(raw)}"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a corrupt header's dimensions do not overflow
     actual = len(raw) - header
     if actual != expected:
         problem = "is truncated" if actual < expected else "is too long"
@@ -137,7 +139,8 @@ def load_mnist_like(dirs: Sequence[str | Path], name: str) -> ArrayDataset:
 
 def _check_root_complete(name: str, data_root: str | Path | None) -> None:
     """A `data_root` holding some of the four IDX files but no complete set is an error: the
-    search would otherwise go on to the system copy and train on other data without a word."""
+    search would otherwise go on to the system copy and train on other data without a word.
+    One holding none of them leaves the system copy to be read, which is said on stderr."""
     if data_root is None:
         return
     system = search_dirs(name, None)
@@ -154,6 +157,9 @@ def _check_root_complete(name: str, data_root: str | Path | None) -> None:
                 f"put all four IDX files there (data_root holds part of the dataset, so the "
                 f"copy under {locate.SYSTEM_DATA_DIR} is not used)"
             )
+    system_copy = _find_dir(system, alternatives)[0]
+    print(f"data: {name}: data_root {data_root} holds none of its files; reading the copy in {system_copy}",
+          file=sys.stderr)
 
 
 def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -154,7 +154,11 @@ def images_under(folder: Path, skipped: Optional[list[Path]] = None) -> list[Pat
     twice, or without end)."""
     found = []
     read: dict[str, str] = {}  # real path -> the path it was read as
-    for root, dirs, names in os.walk(folder, followlinks=True):
+    def unreadable(exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError):  # a folder that is not there holds no images
+            raise DataError(f"data: cannot read {exc.filename}: {exc.strerror or exc}")
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(root)
         if real in read:
             raise DataError(f"data: {root} leads to {read[real]}, which is already read (a symbolic link); "

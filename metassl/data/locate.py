@@ -21,8 +21,8 @@ def search_dirs(name: str, data_root: str | Path | None) -> list[Path]:
     roots: dict[str, list[str]] = {
         "mnist": ["mnist", "MNIST/raw", "."],
         "fashion_mnist": ["fashion-mnist", "fashion_mnist", "FashionMNIST/raw", "."],
-        "cifar10": ["cifar-10-batches-py", "cifar10/cifar-10-batches-py"],
-        "cifar100": ["cifar-100-python", "cifar100/cifar-100-python"],
+        "cifar10": ["cifar-10-batches-py", "cifar10/cifar-10-batches-py", "."],
+        "cifar100": ["cifar-100-python", "cifar100/cifar-100-python", "."],
         "svhn": ["svhn", "."],
     }
     system: dict[str, list[str]] = {"mnist": ["mnist"], "fashion_mnist": ["fashion-mnist"]}
@@ -34,6 +34,19 @@ def search_dirs(name: str, data_root: str | Path | None) -> list[Path]:
         dirs += [root if sub == "." else root / sub for sub in roots[name]]
     dirs += [SYSTEM_DATA_DIR / sub for sub in system.get(name, [])]
     return dirs
+
+
+def check_root(name: str, data_root: str | Path | None) -> None:
+    """A `data_root` given for a dataset read from files must be a folder that exists: a
+    misspelt one would otherwise read as 'holds nothing' (and MNIST and Fashion-MNIST would go on
+    to the system copy)."""
+    if data_root is None:
+        return
+    root = Path(data_root)
+    if not root.exists():
+        raise DataError(f"data: data_root {root} does not exist (dataset {name})")
+    if not root.is_dir():
+        raise DataError(f"data: data_root {root} is a file; dataset {name} reads a folder")
 
 
 def _find_dir(

@@ -22,16 +22,17 @@ file and what is wrong with it.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from metassl.data.arrays import ArrayDataset
 from metassl.data.cifar import load_cifar10, load_cifar100
 from metassl.data.digits import load_digits
 from metassl.data.idx import _check_root_complete, load_mnist_like
-from metassl.data.locate import search_dirs
+from metassl.data.locate import check_root, search_dirs
 from metassl.data.svhn import load_svhn
-from metassl.errors import ConfigError
+from metassl.errors import ConfigError, DataError
 
 DATASETS = ("digits", "signals", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn",
             "imagefolder", "csv", "npz", "imagenet", "arrays")
@@ -77,7 +78,17 @@ def load_files(name: str, data_root: str | Path | None, **options: Any) -> Array
 
     loader = {"imagefolder": load_imagefolder, "csv": load_csv, "npz": load_npz,
               "imagenet": load_imagenet}[name]
-    return loader(Path(data_root), **options)
+    with unreadable_as_data_error(data_root):
+        return loader(Path(data_root), **options)
+
+
+@contextmanager
+def unreadable_as_data_error(data_root: str | Path | None) -> Iterator[None]:
+    """A folder or file a reader could not open (no permission, an I/O error) as one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"data: cannot read {exc.filename or data_root}: {exc.strerror or exc}") from None
 
 
 def load_dataset(name: str, data_root: str | Path | None = None, **options: Any) -> ArrayDataset:
@@ -111,6 +122,12 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options: Any)
         from metassl.data.signals import load_signals
 
         return load_signals()
+    with unreadable_as_data_error(data_root):
+        return _load_built_in(name, data_root, options)
+
+
+def _load_built_in(name: str, data_root: str | Path | None, options: dict[str, Any]) -> ArrayDataset:
+    check_root(name, data_root)
     if name in ("mnist", "fashion_mnist"):
         _check_root_complete(name, data_root)
         return load_mnist_like(search_dirs(name, data_root), name)

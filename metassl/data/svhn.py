@@ -31,7 +31,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"data: {path} does not exist")
     try:
-        mat = scipy.io.loadmat(path, variable_names=["X", "y"])
+        with open(path, "rb") as f:  # opened here: scipy reports a file it cannot open as a bad name
+            mat = scipy.io.loadmat(f, variable_names=["X", "y"])
     except OSError as e:
         raise DataError(f"data: cannot read {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - scipy reports damaged files with many types
@@ -47,6 +48,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"data: {path} variable X holds {x.dtype} of shape {_dims(x.shape)}; "
             "expected uint8 H x W x 3 x N"
         )
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"data: {path} variable y holds {y.dtype}; expected numeric labels 1..10")
     y = y.reshape(-1)
     if len(y) != x.shape[3]:
         raise DataError(f"data: {path} has {x.shape[3]} images in X but {len(y)} labels in y")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,32 @@ def test_a_symbolic_link_back_to_a_folder_already_read_is_an_error_not_a_loop(tm
     save(tmp_path / "elsewhere" / "x.png", RED)
     (root / "labeled" / "red" / "more").symlink_to(tmp_path / "elsewhere")
     assert (load("imagefolder", root, test_fraction=0.0).y_train == 1).sum() == 6
+
+
+def refuse_listing(monkeypatch, denied: Path) -> None:
+    """Listing ``denied`` fails as a folder without read permission does (tests may run as root)."""
+    real_scandir, real_iterdir = os.scandir, Path.iterdir
+
+    def scandir(path="."):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(denied))
+        return real_scandir(path)
+
+    def iterdir(self):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(denied))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+@pytest.mark.parametrize("folder", ["unlabeled/sub", "labeled/red", "labeled"])
+def test_an_unreadable_folder_is_an_error_not_images_left_out(tmp_path, monkeypatch, folder):
+    root = image_folder(tmp_path / "data")
+    refuse_listing(monkeypatch, root / folder)
+    message = raises_one_line(DataError, load, "imagefolder", root)
+    assert message == f"data: cannot read {root / folder}: Permission denied"
 
 
 @pytest.mark.parametrize("name, meant", [("unlabelled", "unlabeled"), ("Test", "test"), ("Labelled", "labeled")])

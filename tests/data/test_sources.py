@@ -193,7 +193,35 @@ def test_partial_data_root_is_an_error_not_a_fallback_to_the_system_copy(tmp_pat
     assert str(locate.SYSTEM_DATA_DIR) in message
     # without data_root, or with one holding none of the files, the system copy is still found
     assert len(load_dataset("fashion_mnist").x_train) == 7
+    (tmp_path / "empty").mkdir()
     assert len(load_dataset("fashion_mnist", data_root=tmp_path / "empty").x_train) == 7
+
+
+def test_a_data_root_holding_none_of_the_files_says_it_reads_the_system_copy(tmp_path, capsys):
+    write_mnist_dir(locate.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
+    load_dataset("fashion_mnist")
+    assert capsys.readouterr().err == ""
+    load_dataset("fashion_mnist", data_root=tmp_path)
+    err = capsys.readouterr().err
+    assert f"data_root {tmp_path} holds none of its files" in err
+    assert str(locate.SYSTEM_DATA_DIR / "fashion-mnist") in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist", "cifar10", "cifar100", "svhn"])
+def test_a_data_root_that_does_not_exist_or_is_a_file_is_an_error_not_a_fallback(tmp_path, name):
+    write_mnist_dir(locate.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
+    message = raises_one_line(DataError, load_dataset, name, data_root=tmp_path / "nope")
+    assert message == f"data: data_root {tmp_path / 'nope'} does not exist (dataset {name})"
+    (tmp_path / "afile").write_text("x")
+    message = raises_one_line(DataError, load_dataset, name, data_root=tmp_path / "afile")
+    assert f"data_root {tmp_path / 'afile'} is a file" in message
+
+
+def test_an_idx_header_of_huge_dimensions_counts_its_bytes_without_overflow(tmp_path):
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (2**32 - 1).to_bytes(4, "big") * 3)
+    message = raises_one_line(DataError, read_idx, path)
+    assert f"({(2**32 - 1) ** 3} bytes)" in message
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -247,6 +275,31 @@ def test_cifar10_layout_and_order(tmp_path):
 def test_cifar10_in_named_subdir(tmp_path):
     write_cifar10(tmp_path / "cifar10" / "cifar-10-batches-py", per_batch=1)
     assert len(load_dataset("cifar10", data_root=tmp_path).x_train) == 5
+
+
+def test_cifar10_files_directly_in_data_root(tmp_path):
+    write_cifar10(tmp_path, per_batch=1)
+    assert len(load_dataset("cifar10", data_root=tmp_path).x_train) == 5
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ({b"data": [[1, 2], [3]], b"labels": [1, 2]}, "key b'data' holds a list that is not one array"),
+    ({b"data": cifar_rows(2, 0), b"labels": [[1], [2]]}, "key b'labels' holds an array of shape 2x1"),
+    ({b"data": cifar_rows(2, 0), b"labels": ["a", "b"]}, "not integer labels"),
+])
+def test_cifar_batch_of_the_wrong_structure_names_file_and_key(tmp_path, damage, fragment):
+    write_cifar10(tmp_path, per_batch=2)
+    dump(tmp_path / "data_batch_2", damage)
+    message = raises_one_line(DataError, load_dataset, "cifar10", data_root=tmp_path)
+    assert str(tmp_path / "data_batch_2") in message and fragment in message
+
+
+@pytest.mark.parametrize("names", [5, [b"a", 3]])
+def test_cifar_class_names_that_are_not_names_are_an_error(tmp_path, names):
+    write_cifar10(tmp_path, per_batch=1)
+    dump(tmp_path / "batches.meta", {b"label_names": names})
+    message = raises_one_line(DataError, load_dataset, "cifar10", data_root=tmp_path)
+    assert str(tmp_path / "batches.meta") in message and "expected a list of class names" in message
 
 
 def test_cifar_missing_key(tmp_path):
@@ -323,7 +376,7 @@ def test_missing_cifar_lists_places_and_how(tmp_path):
     message = raises_one_line(DataError, load_dataset, "cifar10", data_root=tmp_path)
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert str(tmp_path / "cifar10" / "cifar-10-batches-py") in message
-    assert "cifar-10-python.tar.gz" in message and "none of these directories exist" in message
+    assert "cifar-10-python.tar.gz" in message
     message = raises_one_line(DataError, load_dataset, "cifar100")
     assert "no data_root given" in message
 
@@ -359,6 +412,44 @@ def test_svhn_layout_labels_and_extra(tmp_path):
     assert with_extra.y_train.tolist() == [0, 1, 9, 0, 5, 5, 2]
     assert torch.equal(with_extra.x_train[:3], ds.x_train)
     assert with_extra.y_test.tolist() == [3, 0]
+
+
+def test_svhn_labels_that_are_not_numbers_are_named(tmp_path):
+    write_svhn(tmp_path / "train_32x32.mat", [1, 2], seed=1)
+    x = np.zeros((32, 32, 3, 2), dtype=np.uint8)
+    cells = np.empty((2, 1), dtype=object)
+    cells[0, 0], cells[1, 0] = "a", "b"
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": x, "y": cells})
+    message = raises_one_line(DataError, load_dataset, "svhn", data_root=tmp_path)
+    assert str(tmp_path / "test_32x32.mat") in message and "expected numeric labels 1..10" in message
+
+
+def refuse(monkeypatch, owner, name: str, denied: Path) -> None:
+    """``owner.name(path, ...)`` raises PermissionError for ``denied`` (tests may run as root,
+    whom file modes do not stop)."""
+    real = getattr(owner, name)
+
+    def fake(first, *args, **kwargs):
+        if Path(first) == denied:
+            raise PermissionError(13, "Permission denied", str(denied))
+        return real(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fake)
+
+
+def test_an_unreadable_file_or_folder_is_one_line_naming_it(tmp_path, monkeypatch):
+    import builtins
+
+    write_svhn(tmp_path / "train_32x32.mat", [1, 2], seed=1)
+    write_svhn(tmp_path / "test_32x32.mat", [3], seed=2)
+    with monkeypatch.context() as m:
+        refuse(m, builtins, "open", tmp_path / "train_32x32.mat")
+        message = raises_one_line(DataError, load_dataset, "svhn", data_root=tmp_path)
+    assert message == f"data: cannot read {tmp_path / 'train_32x32.mat'}: Permission denied"
+    with monkeypatch.context() as m:
+        refuse(m, Path, "is_file", tmp_path / "svhn" / "train_32x32.mat")
+        message = raises_one_line(DataError, load_dataset, "svhn", data_root=tmp_path)
+    assert message == f"data: cannot read {tmp_path / 'svhn' / 'train_32x32.mat'}: Permission denied"
 
 
 def test_svhn_extra_missing(tmp_path):
