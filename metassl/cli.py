@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from metassl.errors import ConfigError, MetasslError
+from metassl.errors import ConfigError, MetasslError, storage_message
 
 
 def cmd_train(args) -> int:
@@ -30,9 +32,8 @@ def cmd_train(args) -> int:
             if lock is not None:
                 rundir.remove_stale_files(path)
             cfg = rundir.load_run_config(path, overrides)
-            final = path / "final.json"
-            if final.exists():
-                done = json.loads(final.read_text())
+            done = rundir.read_final(path)
+            if done is not None:
                 if done.get("steps", 0) > cfg.steps:
                     raise rundir.shorter_run(path, done["steps"], cfg.steps)
                 if done.get("steps", 0) == cfg.steps:
@@ -299,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
             _subparser(p, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
+    # SIGTERM stops a command as Ctrl-C does, from its first line: a run still reading its data
+    # gives its folder back (training installs its own handler, which checkpoints first).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
         code = args.func(args)
         sys.stdout.flush()
@@ -313,6 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (``metassl bench ... | head``): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (OSError, RuntimeError) as exc:
+        # A full disk, a read-only file system, a file without permission: the machine's
+        # storage, named in one line; anything else is a defect of ours and keeps its traceback.
+        message = storage_message(exc)
+        if message is None:
+            raise
+        print(f"metassl: error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

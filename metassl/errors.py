@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,6 +31,38 @@ class DataError(MetasslError):
 
 class CheckpointError(MetasslError):
     """An unreadable, foreign or incompatible checkpoint or run directory."""
+
+
+class StorageError(MetasslError):
+    """A file that could not be written or read for a reason of the machine's (a full disk, no
+    permission, a read-only file system), not of its contents."""
+
+
+# errno values that name the machine's storage rather than a defect of ours.
+STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG", "ENAMETOOLONG") if hasattr(errno, name))
+
+
+def os_error_in(exc: BaseException) -> Optional[OSError]:
+    """``exc`` itself or the first OSError among its causes and contexts (torch's writers wrap the
+    OSError of a full disk in a RuntimeError); None where there is none."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def storage_message(exc: BaseException, path=None) -> Optional[str]:
+    """'PATH: No space left on device' for an error whose cause is the machine's storage (see
+    ``STORAGE_ERRNOS``), naming ``path`` where the error names no file; None for any other."""
+    found = os_error_in(exc)
+    if found is None or found.errno not in STORAGE_ERRNOS:
+        return None
+    where = found.filename if found.filename is not None else path
+    return f"{where}: {found.strerror}" if where is not None else str(found.strerror)
 
 
 class TrainingDiverged(MetasslError):

@@ -27,6 +27,7 @@ from metassl.engine import rundir
 from metassl.engine.setup import pick_device
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.errors import ConfigError, DataError, NeedsUnlabeled, OutOfMemory
+from metassl.files import atomic_write_text
 from metassl.models import MIN_IMAGE_SIZE
 
 # Keys fit() decides; the rest of TrainConfig can be passed as keywords.
@@ -323,7 +324,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                           **rundir.identity(self.cfg_)}, path / "best.pt")
         write_data_info(path, self.info_)
         if self.final_ is not None:
-            (path / "final.json").write_text(json.dumps(self.final_, indent=2) + "\n")
+            atomic_write_text(path / "final.json", json.dumps(self.final_, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "SSLClassifier":
@@ -336,8 +337,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         data_keys = key_datasets()
         config = {k: v for k, v in dumped.items() if k not in _OWNED and k not in data_keys}
         est = cls(method=run.cfg.method, model=run.cfg.model, steps=run.cfg.steps, **config)
-        final = path / "final.json"
-        est._set_fitted(run, json.loads(final.read_text()) if final.is_file() else None)
+        est._set_fitted(run, rundir.read_final(path))
         est.run_dir_ = None
         est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
         return est

@@ -10,6 +10,7 @@ The exported model is `metassl.api.inference.Classifier`:
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from metassl.api.inference import Classifier, check_output_file, load_run, output_temp
-from metassl.errors import ConfigError, MetasslError
+from metassl.errors import STORAGE_ERRNOS, ConfigError, MetasslError, StorageError, os_error_in
 
 FORMATS = ("onnx", "torchscript")
 
@@ -61,7 +62,10 @@ def _torchscript(classifier: Classifier, example: torch.Tensor, path: Path, clas
         # torch marks TorchScript deprecated; it is still what many C++ and mobile runtimes load.
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(classifier, example)
-        torch.jit.save(traced, str(path), _extra_files={"classes.json": json.dumps(classes)})
+        # Saved to memory first: torch.jit.save aborts the process where the disk fills up.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={"classes.json": json.dumps(classes)})
+    path.write_bytes(buffer.getvalue())
 
 
 def export_run(run: Path, fmt: str, out: Path) -> str:
@@ -78,6 +82,9 @@ def export_run(run: Path, fmt: str, out: Path) -> str:
         except MetasslError:
             raise
         except Exception as exc:  # noqa: BLE001 - exporters fail with many exception types
+            cause = os_error_in(exc)
+            if cause is not None and cause.errno in STORAGE_ERRNOS:
+                raise StorageError(f"export: cannot write {out}: {cause.strerror}") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MetasslError(f"export: {fmt} export of model {loaded.cfg.model!r} failed: "
                                f"{first}") from None

@@ -32,6 +32,7 @@ from metassl.bench import paired
 from metassl.engine import rundir
 from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
+from metassl.files import atomic_write_text
 from metassl.report import records
 from metassl.errors import ConfigError, MetasslError, did_you_mean
 
@@ -513,15 +514,15 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
     rows = [{"name": p.name, "overrides": flat,
              "config": flatten(config_mod.load_yaml(p / "config.yaml")) if (p / "config.yaml").is_file() else None,
              "recent_test_errors": recent_test_errors(p),
-             **json.loads((p / "final.json").read_text())} if (p / "final.json").exists() else earlier[p.name]
+             **rundir.read_final(p)} if (p / "final.json").exists() else earlier[p.name]
             for p, flat in zip(paths, runs) if (p / "final.json").exists() or p.name in earlier]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
     # a suite file of the user's is named as it was given, so the command line can be run again
     command = name_or_path if Path(name_or_path).suffix in (".yaml", ".yml") else name
     table = make_table(name, suite, rows, group_keys(suite, runs), jobs, overrides, command,
                        jobs if at_once is None else at_once)
-    (out / "table.md").write_text(table)
+    atomic_write_text(out / "table.md", table)
     return table
 
 

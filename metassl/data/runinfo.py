@@ -7,13 +7,13 @@ Every run writes it (`metassl train`, `SSLClassifier`); predict and export read 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from metassl.data.arrays import ArrayDataset
 from metassl.data.images import _first_line
 from metassl.errors import CheckpointError
+from metassl.files import atomic_write_text
 
 DATA_INFO = "data_info.json"
 _INFO_KEYS = ("classes", "mean", "std", "in_channels", "image_hw")
@@ -28,9 +28,7 @@ def data_info(data: ArrayDataset, **extra: Any) -> dict:
 
 
 def write_data_info(run_dir: Path, info: dict) -> None:
-    tmp = run_dir / f".{DATA_INFO}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, run_dir / DATA_INFO)
+    atomic_write_text(run_dir / DATA_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def save_data_info(run_dir: Path, data: ArrayDataset, **extra: Any) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from metassl.errors import DataError
+from metassl.files import atomic_write_text
 
 
 @dataclass
@@ -64,7 +65,7 @@ def make_split(y: torch.Tensor, classes: list[str], labels_per_class: int | None
 
 
 def save_split(split: Split, path: Path, **info) -> None:
-    path.write_text(json.dumps(split.to_json(**info)))
+    atomic_write_text(path, json.dumps(split.to_json(**info)))
 
 
 def _labels_hash(y: torch.Tensor) -> str:

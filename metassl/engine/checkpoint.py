@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,22 +11,14 @@ import numpy as np
 import torch
 
 from metassl.errors import CheckpointError
+from metassl.files import atomic_write
 
 FORMAT = "metassl-checkpoint"
 WEIGHTS_FORMAT = "metassl-weights"
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load(path: Path, expected: str = FORMAT) -> dict:

@@ -8,7 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Optional
 
 import yaml
 
@@ -18,6 +18,7 @@ from metassl.engine import checkpoint as ckpt
 from metassl.engine.evaluate import error_rate
 from metassl.engine.setup import RunSetup, build
 from metassl.errors import CheckpointError, ConfigError, MetasslError, out_of_memory_as
+from metassl.files import atomic_write_text
 
 RUN_FILES = ("config.yaml", "split.json", "checkpoint.pt", "best.pt", "final.json", "metrics.jsonl",
              "data_info.json", "lambdas.jsonl")
@@ -102,6 +103,12 @@ def prepare_new(path: Path, cfg: TrainConfig, *, overwrite: bool) -> bool:
     return created
 
 
+def in_use(path: Path, holder: str) -> CheckpointError:
+    who = f" (pid {holder})" if holder.isdigit() else ""
+    return CheckpointError(f"run: {path} is in use by another metassl process{who}; "
+                           "wait for it to finish or stop it first")
+
+
 def lock_run(path: Path) -> IO:
     """Take ``path``'s lock for as long as the returned file stays open; the kernel drops it when the
     process ends in any way. A second process asking for it meanwhile gets a one-line error."""
@@ -119,14 +126,27 @@ def lock_run(path: Path) -> IO:
         fh.seek(0)
         holder = fh.read().strip()
         fh.close()
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        raise CheckpointError(f"run: {path} is in use by another metassl process{who}; "
-                              "wait for it to finish or stop it first") from None
+        raise in_use(path, holder) from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
     fh.flush()
     return fh
+
+
+def check_not_in_use(path: Path) -> None:
+    """Refuse ``path`` while another process holds its lock, without taking it: a run still loading
+    its data looks like one that stopped before its first checkpoint, and one training like one to
+    resume, so the advice those checks give would be wrong."""
+    try:
+        fh = open(path / LOCK_FILE)
+    except OSError:
+        return  # no lock file (or none readable): lock_run decides
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise in_use(path, fh.read().strip()) from None
 
 
 @dataclass
@@ -156,6 +176,7 @@ def claim_new(path: Path, *, overwrite: bool) -> Claim:
     """Create (or take) ``path`` for a new run under its lock, checked as ``check_new`` does. Nothing
     of a run already there is removed: the new run does that once its data is read and its model
     built."""
+    check_not_in_use(path)
     check_new(path, overwrite=overwrite)
     try:
         path.mkdir(parents=True)
@@ -201,13 +222,26 @@ def drop_rows_after(path: Path, step: int) -> None:
             if line.endswith("\n") and isinstance(row, dict) and row.get("step", 0) <= step:
                 kept.append(line)
         if kept != lines:
-            tmp = path / f".{name}.tmp{os.getpid()}"
-            tmp.write_text("".join(kept))
-            os.replace(tmp, log)
+            atomic_write_text(log, "".join(kept))
+
+
+def read_final(path: Path) -> Optional[dict]:
+    """A run's final.json (its finished record); None where the run has none."""
+    final = path / "final.json"
+    if not final.is_file():
+        return None
+    try:
+        done = json.loads(final.read_text())
+    except ValueError as exc:
+        done = exc
+    if not isinstance(done, dict):
+        raise CheckpointError(f"run: {final} is not a finished run's record (not a JSON object); delete it and "
+                              f"'metassl train --resume {path}' writes it again from the last checkpoint")
+    return done
 
 
 def write_config(path: Path, cfg: TrainConfig) -> None:
-    (path / "config.yaml").write_text(yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
+    atomic_write_text(path / "config.yaml", yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
 
 
 def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
@@ -355,7 +389,7 @@ def evaluate_run(path: Path, weights: str = "selected", device: str | None = Non
             "val_error": error_rate(s.model, s.x_val, s.y_val, norm, bs, s.autocast),
             "test_error": error_rate(s.model, s.x_test, s.y_test, norm, bs, s.autocast),
         }
-    final = path / "final.json"
-    if final.exists():
-        out["final_json_test_error"] = json.loads(final.read_text()).get("test_error")
+    final = read_final(path)
+    if final is not None:
+        out["final_json_test_error"] = final.get("test_error")
     return out

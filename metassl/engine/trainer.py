@@ -26,6 +26,7 @@ from metassl.engine.schedule import lr_at
 from metassl.engine.setup import RunSetup, build, check_batch_fits, write_split
 from metassl.errors import (CheckpointError, ConfigError, MetasslError, NeedsUnlabeled, TrainingDiverged,
                             out_of_memory_as)
+from metassl.files import atomic_write_text
 from metassl.methods import METHODS, Batch, TrainContext
 
 
@@ -425,7 +426,7 @@ class Trainer:
             "evaluated": self.evaluated(),
         }
         if self.writes:
-            (self.run_dir / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+            atomic_write_text(self.run_dir / "final.json", json.dumps(final, indent=2) + "\n")
         return final
 
 

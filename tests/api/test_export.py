@@ -79,3 +79,29 @@ def test_a_vector_run_exports_float64_inputs_that_keep_a_timestamps_levels(tmp_p
     np.testing.assert_allclose(got, clf.predict_proba(x), atol=1e-5)
     # the check has teeth: the same rows rounded to float32 (steps of 64 at 1e9) predict otherwise
     assert not np.allclose(clf.predict_proba(x.astype(np.float32).astype(np.float64)), got, atol=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_onto_a_full_disk_names_the_file_and_keeps_an_earlier_one(photo_run, tmp_path, monkeypatch, fmt):
+    import errno
+    from pathlib import Path
+
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    out = tmp_path / "model.bin"
+    out.write_bytes(b"earlier")
+    real_open = open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and Path(file).name.startswith(".model.bin"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    monkeypatch.setattr("io.open", full_disk_open)  # Path.write_bytes opens through io
+    from metassl.errors import StorageError
+
+    with pytest.raises(StorageError) as info:
+        export_run(photo_run, fmt, out)
+    assert str(info.value) == f"export: cannot write {out}: No space left on device"
+    assert out.read_bytes() == b"earlier" and [p.name for p in tmp_path.iterdir()] == ["model.bin"]

@@ -1,0 +1,123 @@
+"""A machine's storage failing (a full disk, a folder without permission) and a run stopped at
+any moment: one line naming the path, and nothing already on disk lost."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from metassl import cli
+from metassl.engine import checkpoint, rundir
+from metassl.errors import CheckpointError, StorageError
+from metassl.files import atomic_write, atomic_write_text
+from tests.conftest import FAST
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def torch_full_disk(obj, fh):
+    """What torch.save raises on a full disk: a RuntimeError whose context is the OSError."""
+    try:
+        full_disk()
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 73024 vs 72920")
+
+
+def test_a_write_that_fails_for_lack_of_space_keeps_the_old_file_and_names_the_path(tmp_path):
+    path = tmp_path / "config.yaml"
+    atomic_write_text(path, "old\n")
+    with pytest.raises(StorageError) as info:
+        atomic_write(path, lambda fh: (fh.write(b"new"), full_disk()))
+    assert str(info.value) == f"cannot write {path}: No space left on device"
+    with pytest.raises(StorageError, match="No space left on device"):
+        atomic_write(path, lambda fh: torch_full_disk(None, fh))
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_an_error_that_is_not_the_storage_s_keeps_its_type(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write(tmp_path / "x", lambda fh: (_ for _ in ()).throw(ValueError("ours")))
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        atomic_write(tmp_path / "x", lambda fh: (_ for _ in ()).throw(OSError(errno.EBADF, "Bad file descriptor")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_onto_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *FAST, "steps=20", "eval_every=10", "threads=1"]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr(checkpoint.torch, "save", torch_full_disk)
+    code = cli.main(["train", "--resume", str(out), "steps=40"])
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert code == 1 and "Traceback" not in err
+    assert last.startswith(f"metassl: error: cannot write {out}/") and last.endswith(".pt: No space left on device")
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_any_command_s_storage_error_is_one_line_and_others_keep_their_traceback(monkeypatch, capsys, tmp_path):
+    def report(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report.md"))
+
+    monkeypatch.setattr(cli, "cmd_report", report)
+    assert cli.main(["report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"metassl: error: {tmp_path / 'report.md'}: No space left on device\n"
+
+    def broken(args):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(cli, "cmd_report", broken)
+    with pytest.raises(OSError):
+        cli.main(["report", str(tmp_path)])
+
+
+def test_a_final_json_cut_short_is_one_line_for_resume_and_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *FAST, "steps=10", "eval_every=10", "threads=1"]) == 0
+    (out / "final.json").write_text('{"test_err')
+    capsys.readouterr()
+    for argv in (["train", "--resume", str(out)], ["eval", str(out)]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{out / 'final.json'} is not a finished run's record" in err
+    # the advice holds: without it, resuming from the last checkpoint writes it again
+    (out / "final.json").unlink()
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert json.loads((out / "final.json").read_text())["steps"] == 10
+
+
+def test_sigterm_before_training_gives_the_folder_back(tmp_path, monkeypatch, capsys):
+    from metassl.engine import trainer
+
+    real_build = trainer.build
+
+    def build(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # while the data is read
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "build", build)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *FAST, "steps=10", "threads=1"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGTERM) is not signal.default_int_handler  # restored
+
+
+def test_a_folder_another_process_is_filling_is_named_in_use_not_a_run_to_overwrite(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    held = rundir.lock_run(path)  # another command, still reading its data
+    try:
+        with pytest.raises(CheckpointError, match=f"{path} is in use by another metassl process \\(pid {os.getpid()}\\)"):
+            rundir.claim_new(path, overwrite=False)
+    finally:
+        held.close()
+    rundir.claim_new(path, overwrite=False).release()
