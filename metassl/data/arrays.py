@@ -70,6 +70,14 @@ class ArrayDataset:
         )
 
 
+def from_files(folder: Path, *args: Any, **kwargs: Any) -> "ArrayDataset":
+    """``from_arrays`` for arrays a reader took from the files in ``folder``: an error names it."""
+    try:
+        return from_arrays(*args, **kwargs)
+    except DataError as exc:
+        raise DataError(f"{exc} (the files in {folder})") from None
+
+
 def from_arrays(
     name: str,
     x_train: Any,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from metassl.data.arrays import ArrayDataset, _check_file_labels, _dims, from_arrays
+from metassl.data.arrays import ArrayDataset, _check_file_labels, _dims, from_files
 from metassl.data.locate import _find_dir, _not_found, _root_text, search_dirs
 from metassl.errors import DataError
 
@@ -132,12 +132,12 @@ def load_cifar10(data_root: str | Path | None) -> ArrayDataset:
         wanted = "data_batch_1..5, test_batch, batches.meta"
         hint = _CIFAR_HOW.format(n=10, root=_root_text(data_root))
         raise _not_found("cifar10", dirs, wanted, files, hint)
-    _, paths = found
+    folder, paths = found
     classes = _cifar_names(paths[6], b"label_names")
     train = [_cifar_batch(p, b"labels", len(classes)) for p in paths[:5]]
     x_test, y_test = _cifar_batch(paths[5], b"labels", len(classes))
-    return from_arrays(
-        "cifar10",
+    return from_files(
+        folder,         "cifar10",
         np.concatenate([x for x, _ in train]),
         np.concatenate([y for _, y in train]),
         x_test, y_test, classes=classes, hflip=True, mean=CIFAR10_MEAN, std=CIFAR10_STD,
@@ -152,12 +152,12 @@ def load_cifar100(data_root: str | Path | None, coarse: bool = False) -> ArrayDa
     if found is None:
         hint = _CIFAR_HOW.format(n=100, root=_root_text(data_root))
         raise _not_found("cifar100", dirs, "train, test, meta", files, hint)
-    _, (train_p, test_p, meta_p) = found
+    folder, (train_p, test_p, meta_p) = found
     kind = b"coarse" if coarse else b"fine"
     classes = _cifar_names(meta_p, kind + b"_label_names")
     x_train, y_train = _cifar_batch(train_p, kind + b"_labels", len(classes))
     x_test, y_test = _cifar_batch(test_p, kind + b"_labels", len(classes))
-    return from_arrays(
-        "cifar100", x_train, y_train, x_test, y_test,
+    return from_files(
+        folder,         "cifar100", x_train, y_train, x_test, y_test,
         classes=classes, hflip=True, mean=CIFAR100_MEAN, std=CIFAR100_STD,
     )

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from metassl.data import locate
-from metassl.data.arrays import ArrayDataset, _check_file_labels, _dims, from_arrays
+from metassl.data.arrays import ArrayDataset, _check_file_labels, _dims, from_files
 from metassl.data.locate import _find_dir, _not_found, search_dirs
 from metassl.errors import DataError
 
@@ -132,8 +132,8 @@ def load_mnist_like(dirs: Sequence[str | Path], name: str) -> ArrayDataset:
     if classes is not None:
         _check_file_labels(ytr_f, y_train, len(classes))
         _check_file_labels(yte_f, y_test, len(classes))
-    return from_arrays(
-        name, x_train, y_train, x_test, y_test, classes=classes, hflip=False, mean=mean, std=std
+    return from_files(
+        d,         name, x_train, y_train, x_test, y_test, classes=classes, hflip=False, mean=mean, std=std
     )
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metassl.data.arrays import ArrayDataset, _dims, from_arrays
+from metassl.data.arrays import ArrayDataset, _dims, from_files
 from metassl.data.idx import DIGIT_CLASSES
 from metassl.data.locate import _find_dir, _not_found, _root_text, search_dirs
 from metassl.errors import DataError
@@ -85,7 +85,7 @@ def load_svhn(data_root: str | Path | None, extra: bool = False) -> ArrayDataset
         x_train = np.concatenate([x_train, x_extra])
         y_train = np.concatenate([y_train, y_extra])
     x_test, y_test = read_svhn_mat(test_p)
-    return from_arrays(
-        "svhn", x_train, y_train, x_test, y_test,
+    return from_files(
+        d,         "svhn", x_train, y_train, x_test, y_test,
         classes=DIGIT_CLASSES, hflip=False, mean=SVHN_MEAN, std=SVHN_STD,
     )

@@ -568,3 +568,11 @@ def test_real_fashion_mnist(monkeypatch):
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
     mean, std = channel_stats(ds.x_train)
     assert abs(mean[0] - 0.2860) < 1e-3 and abs(std[0] - 0.3530) < 1e-3
+
+
+def test_arrays_that_disagree_across_a_dataset_s_files_name_their_folder(tmp_path):
+    x_train, y_train, _, y_test = mnist_arrays(5)
+    write_mnist_dir(tmp_path, (x_train, y_train, mnist_arrays(6, h=8)[2], y_test), gz=False)
+    message = raises_one_line(DataError, load_dataset, "fashion_mnist", data_root=tmp_path)
+    assert "x_test images are 1x8x5 but x_train images are 1x6x5" in message
+    assert message.endswith(f"(the files in {tmp_path})")
