@@ -2,7 +2,8 @@
 against its parent method, seed by seed.
 
 A row's parent is, in this order: the one a suite's ``parents`` entry names for it
-(``{match: {key: value}, parent: {key: value}}``, e.g. Table 4's "meta only" against "neither"),
+(``{match: {key: value}, parent: {key: value}, label: TEXT}``, the label optional, e.g. Table 4's
+"meta only" against "neither"),
 the same method without the meta-gradient plug-in (``METHOD.meta_gradient: true`` rows), or the
 method's ``Method.parent`` (``meta_pl_mixup`` -> ``mixup_ssl``, ``metamixup`` -> ``mixup``, ...).
 The two rows are paired on the suite's other grid keys (dataset, labels, steps) and on the seed;
@@ -54,7 +55,7 @@ def references(setting: Setting, keys: list[str], parents: list[dict]) -> list[t
     entry = next((p for p in parents if _matches(setting, p["match"])), None)
     if entry is not None:
         named = set(entry["match"]) | set(entry["parent"])
-        label = ", ".join(f"{k}={v}" for k, v in entry["parent"].items())
+        label = entry.get("label") or ", ".join(f"{k}={v}" for k, v in entry["parent"].items())
         out.append((label, lambda s: _matches(s, entry["parent"]) and _same(setting, s, keys, lambda k: k in named)))
     elif _plugged(setting):
         flag = f"{method}.meta_gradient"

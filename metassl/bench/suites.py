@@ -4,7 +4,7 @@ A suite file holds ``base`` (overrides for every run), ``grid`` (key -> list of 
 crossed), optional ``runs`` (a list of override mappings, each crossed with the grid),
 ``seeds``, optional ``group_by`` (the keys that make a table row), optional ``paper``
 (published errors: ``{match: {key: value}, error: float, source: str}``) and optional ``parents``
-(``{match: {key: value}, parent: {key: value}}``: the row a row is paired with by seed where that
+(``{match: {key: value}, parent: {key: value}, label: TEXT}``, label optional: the row a row is paired with by seed where that
 is not its method's parent, ``bench.paired``).
 Finished runs are skipped, interrupted ones resumed, so a suite can be re-run to completion.
 """
@@ -89,10 +89,11 @@ def check_suite(path: Path, suite: dict) -> None:
         if not isinstance(values, list):
             raise ConfigError(f"bench: {path}: grid.{key} must be a list of values, got {json.dumps(values, default=str)}")
     for i, entry in enumerate(parents):
-        if not (isinstance(entry, dict) and set(entry) == {"match", "parent"}
-                and all(isinstance(entry[k], dict) and entry[k] for k in entry)):
-            raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}}, "
-                              f"got {entry!r}")
+        if not (isinstance(entry, dict) and {"match", "parent"} <= set(entry) <= {"match", "parent", "label"}
+                and all(isinstance(entry[k], dict) and entry[k] for k in ("match", "parent"))
+                and isinstance(entry.get("label", ""), str)):
+            raise ConfigError(f"bench: {path}: parents[{i}] must be {{match: {{key: value}}, parent: {{key: value}}}} "
+                              f"and optionally label: TEXT, got {entry!r}")
     papers = suite.get("paper") or []
     if not isinstance(papers, list) or not all(
             isinstance(p, dict) and isinstance(p.get("match"), dict) and {"error", "source"} <= set(p)

@@ -104,6 +104,31 @@ def test_shipped_ablation_suites_pair_meta_only_with_neither():
         assert suite["parents"] == PARENTS
 
 
+def test_a_parents_label_names_the_reference_and_the_shipped_remedy_row_pairs_with_mixmatch():
+    labelled = [{**PARENTS[0], "label": "meta_pl without its meta step"}]
+    groups = grouped(ROWS)
+    comps = by_pair(paired.comparisons(groups, KEYS, labelled, lambda r: r["config"]), groups)
+    meta = comps[("meta_pl", 100, False, None, "meta_pl without its meta step")]
+    assert meta["diffs"] == pytest.approx([-1.0, 0.5, -1.0])
+    _, suite = suites.load_suite("fashion-ssl-long")
+    keys = suite["group_by"]
+    rows = [{"config": {"method": "mixmatch", "seed": 0}, "seed": 0, "test_error": 15.0},
+            {"config": {"method": "mixmatch", "mixmatch.distribution_alignment": True, "seed": 0}, "seed": 0,
+             "test_error": 13.5}]
+    groups = {tuple(repr(r["config"].get(k)) for k in keys): [r] for r in rows}
+    comps = paired.comparisons(groups, keys, suite["parents"], lambda r: r["config"])
+    assert [(c["against"], c["diffs"]) for c in comps] == [("mixmatch without distribution_alignment", [-1.5])]
+
+
+def test_a_parents_label_that_is_not_text_is_a_one_line_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"description": "d", "seeds": [0], "runs": [{"method": "supervised"}],
+                                    "parents": [{"match": {"method": "supervised"},
+                                                 "parent": {"method": "supervised"}, "label": 3}]}))
+    with pytest.raises(ConfigError, match=r"parents\[0\] must be .* optionally label: TEXT"):
+        suites.load_suite(str(path))
+
+
 def test_per_seed_cell_names_the_seeds_when_some_are_missing():
     rows = [row("mixup_ssl", 1, 12.5), row("mixup_ssl", 2, 13.25)]
     table = suites.make_table("s", {"description": "d"}, rows, ["method"])
