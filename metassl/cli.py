@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            # None: a handler installed outside Python, which cannot be put back; the default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ class CheckpointError(MetasslError):
     """An unreadable, foreign or incompatible checkpoint or run directory."""
 
 
-class StorageError(MetasslError):
+class StorageError(MetasslError, OSError):
     """A file that could not be written or read for a reason of the machine's (a full disk, no
-    permission, a read-only file system), not of its contents."""
+    permission, a read-only file system), not of its contents. An OSError too, so that a caller's
+    ``except OSError`` around a library call still catches it."""
 
 
 # errno values that name the machine's storage rather than a defect of ours.
@@ -44,14 +45,15 @@ STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
 
 
 def os_error_in(exc: BaseException) -> Optional[OSError]:
-    """``exc`` itself or the first OSError among its causes and contexts (torch's writers wrap the
-    OSError of a full disk in a RuntimeError); None where there is none."""
+    """``exc`` itself or the first OSError among its causes and the contexts it shows (torch's
+    writers wrap the OSError of a full disk in a RuntimeError); None where there is none. A context
+    that ``raise ... from`` suppressed is not followed: it was handled, not the cause."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
     return None
 
 

@@ -2,10 +2,28 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
-from metassl.errors import STORAGE_ERRNOS, StorageError, os_error_in
+from metassl.errors import STORAGE_ERRNOS, MetasslError, StorageError, os_error_in
+
+
+@contextmanager
+def storage_errors(path, command: str = "") -> Iterator[None]:
+    """A full disk, a read-only file system or a file without permission while writing ``path``
+    (an OSError, or a writer's own error caused by one, as torch's RuntimeError) becomes a
+    StorageError naming ``path``: ``[COMMAND: ]cannot write PATH: No space left on device``.
+    Anything else, our own errors included, passes unchanged."""
+    try:
+        yield
+    except MetasslError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - writers wrap the OSError in their own types
+        cause = os_error_in(exc)
+        if cause is None or cause.errno not in STORAGE_ERRNOS:
+            raise
+        raise StorageError(f"{command + ': ' if command else ''}cannot write {path}: {cause.strerror}") from None
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -15,16 +33,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        cause = os_error_in(exc)
-        if cause is None or cause.errno not in STORAGE_ERRNOS:
-            raise
-        raise StorageError(f"cannot write {path}: {cause.strerror}") from None
+        with storage_errors(path):
+            with open(tmp, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -32,3 +46,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path`` (a run's metrics.jsonl, lambdas.jsonl); a full
+    disk or no permission is a StorageError naming the file."""
+    with storage_errors(path), open(path, "a") as fh:
+        fh.write(line + "\n")

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from metassl.api.inference import Classifier, check_output_file, load_run, output_temp
-from metassl.errors import STORAGE_ERRNOS, ConfigError, MetasslError, StorageError, os_error_in
+from metassl.errors import ConfigError, MetasslError
+from metassl.files import storage_errors
 
 FORMATS = ("onnx", "torchscript")
 
@@ -78,13 +79,11 @@ def export_run(run: Path, fmt: str, out: Path) -> str:
     tmp = output_temp(out, "export")
     try:
         try:
-            (_onnx if fmt == "onnx" else _torchscript)(loaded.classifier, example, tmp, classes)
+            with storage_errors(out, "export"):
+                (_onnx if fmt == "onnx" else _torchscript)(loaded.classifier, example, tmp, classes)
         except MetasslError:
             raise
         except Exception as exc:  # noqa: BLE001 - exporters fail with many exception types
-            cause = os_error_in(exc)
-            if cause is not None and cause.errno in STORAGE_ERRNOS:
-                raise StorageError(f"export: cannot write {out}: {cause.strerror}") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MetasslError(f"export: {fmt} export of model {loaded.cfg.model!r} failed: "
                                f"{first}") from None

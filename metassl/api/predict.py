@@ -3,7 +3,9 @@ tables of feature vectors."""
 from __future__ import annotations
 
 import csv
+import io
 import os
+import sys
 import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
@@ -15,11 +17,12 @@ from PIL import Image
 from metassl.api.inference import check_output_file, load_run, output_temp
 from metassl.data.arrays import as_images
 from metassl.data.csvfile import read_table_vectors
-from metassl.data.images import images_under, read_image, say_skipped, to_array
+from metassl.data.images import _listing, images_under, read_image, say_skipped, to_array
 from metassl.data.npz import not_npz
 from metassl.data.vectors import check_vectors
 from metassl.engine.setup import pick_device
 from metassl.errors import ConfigError, DataError, out_of_memory_as
+from metassl.files import storage_errors
 
 
 class _Reader:
@@ -98,8 +101,13 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
     for path in inputs:
         if path.is_dir():
             skipped: list[Path] = []
-            images = images_under(path, skipped)
+            unreadable: list[Path] = []
+            images = images_under(path, skipped, unreadable)
             say_skipped(path, skipped)
+            if unreadable:
+                print(f"metassl: {len(unreadable)} folder{'s' if len(unreadable) > 1 else ''} under {path} "
+                      f"could not be read, their images not predicted ({_listing(sorted(map(str, unreadable)), 3)})",
+                      file=sys.stderr)
             if not images:
                 raise DataError(f"data: folder {path} holds no images")
             for image in images:
@@ -129,9 +137,18 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
     tmp = output_temp(out, "predict")
     count = 0
     try:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["path", "prediction", *(f"p_{c}" for c in classes)])
+        with open(tmp, "wb", buffering=0) as fh:
+            def emit(rows: list[list]) -> None:
+                # Written unbuffered under storage_errors alone: a full disk names --out (and leaves
+                # nothing for the close to write), while an input that cannot be read keeps its own error.
+                text = io.StringIO()
+                csv.writer(text, lineterminator="\n").writerows(rows)
+                data = memoryview(text.getvalue().encode())
+                with storage_errors(out, "predict"):
+                    while data:
+                        data = data[fh.write(data):]
+
+            emit([["path", "prediction", *(f"p_{c}" for c in classes)]])
             names: list[str] = []
             batch: list[torch.Tensor] = []
 
@@ -140,8 +157,8 @@ def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 2
                         f"predict: out of memory predicting a batch of {len(batch)} inputs (an allocation of "
                         f"{asked} failed): lower --batch-size (now {batch_size}); nothing was written to {out}")):
                     probs = loaded.classifier.predict(torch.stack(batch), batch_size)
-                for name, p in zip(names, probs.tolist()):
-                    writer.writerow([name, classes[int(np.argmax(p))], *(f"{v:.6g}" for v in p)])
+                emit([[name, classes[int(np.argmax(p))], *(f"{v:.6g}" for v in p)]
+                      for name, p in zip(names, probs.tolist())])
                 names.clear()
                 batch.clear()
 

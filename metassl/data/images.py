@@ -147,18 +147,28 @@ def _natural(names: Sequence[str]) -> list[str]:
     return sorted(names)
 
 
-def images_under(folder: Path, skipped: Optional[list[Path]] = None) -> list[Path]:
+def images_under(folder: Path, skipped: Optional[list[Path]] = None,
+                 unreadable: Optional[list[Path]] = None) -> list[Path]:
     """Image files anywhere below `folder` (hidden ones skipped), sorted; the other files, not
-    images by their suffix, are added to `skipped` where one is given. Symbolic links are
-    followed; one that leads back to a folder already read is an error (its images would count
-    twice, or without end)."""
+    images by their suffix, are added to `skipped` where one is given. A subfolder that cannot be
+    read is an error (training data would go missing without a word), or, where `unreadable` is
+    given (prediction, which reads what it can), added to it. Symbolic links are followed; one
+    that leads back to a folder already read is an error (its images would count twice, or without
+    end)."""
     found = []
     read: dict[str, str] = {}  # real path -> the path it was read as
-    def unreadable(exc: OSError) -> None:
-        if not isinstance(exc, FileNotFoundError):  # a folder that is not there holds no images
-            raise DataError(f"data: cannot read {exc.filename}: {exc.strerror or exc}")
 
-    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+    def failed(exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):  # a folder that is not there holds no images
+            return
+        if isinstance(exc, NotADirectoryError):
+            raise DataError(f"data: {exc.filename} is a file; a folder of images was expected")
+        if unreadable is not None and os.path.abspath(exc.filename) != os.path.abspath(folder):
+            unreadable.append(Path(exc.filename))
+            return
+        raise DataError(f"data: cannot read {exc.filename}: {exc.strerror or exc}")
+
+    for root, dirs, names in os.walk(folder, onerror=failed, followlinks=True):
         real = os.path.realpath(root)
         if real in read:
             raise DataError(f"data: {root} leads to {read[real]}, which is already read (a symbolic link); "

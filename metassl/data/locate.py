@@ -44,7 +44,8 @@ def check_root(name: str, data_root: str | Path | None) -> None:
         return
     root = Path(data_root)
     if not root.exists():
-        raise DataError(f"data: data_root {root} does not exist (dataset {name})")
+        raise DataError(f"data: data_root {root} does not exist (dataset {name}); if the data has moved, give its "
+                        "new place: data_root=PATH (also with train --resume), --data-root PATH with eval")
     if not root.is_dir():
         raise DataError(f"data: data_root {root} is a file; dataset {name} reads a folder")
 

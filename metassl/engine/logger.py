@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from metassl.files import append_line, storage_errors
+
 
 def duration(seconds: float) -> str:
     """``seconds`` as a short duration: 42s, 3m05s, 2h07m."""
@@ -30,7 +32,8 @@ class RunLogger:
             except ImportError:
                 pass  # TensorBoard is optional at run time; metrics.jsonl is always written
             else:
-                self.writer = SummaryWriter(str(out / "tensorboard"))
+                with storage_errors(out / "tensorboard"):
+                    self.writer = SummaryWriter(str(out / "tensorboard"))
         self.last_val: float | None = None
         self.last_val_step: int | None = None
 
@@ -61,11 +64,11 @@ class RunLogger:
         self.last_val, self.last_val_step = record.get("val_error"), record["step"]
         self.scalars(record["step"], record, "eval")
         if self.out is not None:
-            with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_line(self.out / "metrics.jsonl", json.dumps(record))
 
     def close(self) -> None:
         if self.tty:
             sys.stderr.write("\n")
         if self.writer is not None:
-            self.writer.close()
+            with storage_errors(self.out / "tensorboard"):
+                self.writer.close()

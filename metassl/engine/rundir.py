@@ -235,8 +235,11 @@ def read_final(path: Path) -> Optional[dict]:
     except ValueError as exc:
         done = exc
     if not isinstance(done, dict):
-        raise CheckpointError(f"run: {final} is not a finished run's record (not a JSON object); delete it and "
-                              f"'metassl train --resume {path}' writes it again from the last checkpoint")
+        if (path / "checkpoint.pt").is_file():
+            fix = f"delete it and 'metassl train --resume {path}' writes it again from the last checkpoint"
+        else:  # a classifier saved from Python: its weights are in best.pt, which does not need it
+            fix = "delete it; the weights in best.pt load without it"
+        raise CheckpointError(f"run: {final} is not a finished run's record (not a JSON object); {fix}")
     return done
 
 
@@ -389,7 +392,10 @@ def evaluate_run(path: Path, weights: str = "selected", device: str | None = Non
             "val_error": error_rate(s.model, s.x_val, s.y_val, norm, bs, s.autocast),
             "test_error": error_rate(s.model, s.x_test, s.y_test, norm, bs, s.autocast),
         }
-    final = read_final(path)
+    try:
+        final = read_final(path)
+    except CheckpointError:
+        final = None  # the weights are evaluated; a damaged record of the run is not needed for that
     if final is not None:
         out["final_json_test_error"] = final.get("test_error")
     return out

@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from metassl.engine.dist import all_reduce_mean
+from metassl.files import append_line
 from metassl.meta import world_size
 
 FILE = "lambdas.jsonl"
@@ -86,8 +87,7 @@ class LamRecorder:
                 "pair_count": counts,
                 "samples": [[int(i), int(j), lam] for i, j, lam in kept[:, :3].tolist()],
             }
-            with open(Path(run_dir) / FILE, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_line(Path(run_dir) / FILE, json.dumps(record))
         self.reset()
         return {"lam_mean": lam_mean, "lam_count": n}
 

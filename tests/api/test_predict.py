@@ -173,6 +173,38 @@ def test_predict_on_a_folder_names_the_files_it_does_not_read(cli, photo_run, ph
         in proc.stderr
 
 
+def test_predict_on_a_folder_reads_past_an_unreadable_subfolder_and_names_it(photo_run, photos, tmp_path,
+                                                                             monkeypatch, capsys):
+    from tests.data.test_files import refuse_listing
+
+    folder = tmp_path / "disk"
+    (folder / "lost+found").mkdir(parents=True)
+    image = next(iter(images_under(photos / "labeled")))
+    (folder / "a.png").write_bytes(image.read_bytes())
+    refuse_listing(monkeypatch, folder / "lost+found")
+    out = tmp_path / "p.csv"
+    assert "wrote 1 predictions" in predict_to_csv(photo_run, [folder], out)
+    assert [r[0] for r in read_rows(out)[1:]] == [str(folder / "a.png")]
+    assert capsys.readouterr().err == (f"metassl: 1 folder under {folder} could not be read, their images not "
+                                       f"predicted ({folder / 'lost+found'})\n")
+    refuse_listing(monkeypatch, folder)  # the folder asked for itself is an error
+    with pytest.raises(DataError, match=f"cannot read {folder}: Permission denied"):
+        predict_to_csv(photo_run, [folder], out)
+
+
+def test_a_full_disk_while_predicting_names_the_output_and_leaves_no_file(photo_run, photos, tmp_path,
+                                                                          monkeypatch):
+    from metassl.api import predict as predict_mod
+    from metassl.errors import StorageError
+
+    monkeypatch.setattr(predict_mod, "open", lambda *a, **k: open("/dev/full", "wb", buffering=0), raising=False)
+    out = tmp_path / "p.csv"
+    with pytest.raises(StorageError) as info:
+        predict_to_csv(photo_run, [photos / "unlabeled"], out)
+    assert str(info.value) == f"predict: cannot write {out}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_that_cannot_be_written_is_one_line_naming_it_before_any_work(photo_run, photos, tmp_path,
                                                                                   monkeypatch):
     from metassl.api.export import export_run

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,14 @@ def test_an_unreadable_folder_is_an_error_not_images_left_out(tmp_path, monkeypa
     refuse_listing(monkeypatch, root / folder)
     message = raises_one_line(DataError, load, "imagefolder", root)
     assert message == f"data: cannot read {root / folder}: Permission denied"
+
+
+def test_an_unlabeled_entry_that_is_a_file_is_named_not_read_as_no_images(tmp_path):
+    root = image_folder(tmp_path / "data")
+    shutil.rmtree(root / "unlabeled")
+    (root / "unlabeled").write_text("not a folder")
+    message = raises_one_line(DataError, load, "imagefolder", root)
+    assert message == f"data: {root / 'unlabeled'} is a file; a folder of images was expected"
 
 
 @pytest.mark.parametrize("name, meant", [("unlabelled", "unlabeled"), ("Test", "test"), ("Labelled", "labeled")])

@@ -211,7 +211,9 @@ def test_a_data_root_holding_none_of_the_files_says_it_reads_the_system_copy(tmp
 def test_a_data_root_that_does_not_exist_or_is_a_file_is_an_error_not_a_fallback(tmp_path, name):
     write_mnist_dir(locate.SYSTEM_DATA_DIR / "fashion-mnist", mnist_arrays(7), gz=True)
     message = raises_one_line(DataError, load_dataset, name, data_root=tmp_path / "nope")
-    assert message == f"data: data_root {tmp_path / 'nope'} does not exist (dataset {name})"
+    assert message == (f"data: data_root {tmp_path / 'nope'} does not exist (dataset {name}); if the data has "
+                       "moved, give its new place: data_root=PATH (also with train --resume), --data-root PATH "
+                       "with eval")
     (tmp_path / "afile").write_text("x")
     message = raises_one_line(DataError, load_dataset, name, data_root=tmp_path / "afile")
     assert f"data_root {tmp_path / 'afile'} is a file" in message

@@ -8,11 +8,10 @@ import os
 import signal
 
 import pytest
-import torch
 
 from metassl import cli
 from metassl.engine import checkpoint, rundir
-from metassl.errors import CheckpointError, StorageError
+from metassl.errors import CheckpointError, ConfigError, StorageError, os_error_in
 from metassl.files import atomic_write, atomic_write_text
 from tests.conftest import FAST
 
@@ -84,10 +83,13 @@ def test_a_final_json_cut_short_is_one_line_for_resume_and_eval(tmp_path, capsys
     assert cli.main(["train", "--out", str(out), *FAST, "steps=10", "eval_every=10", "threads=1"]) == 0
     (out / "final.json").write_text('{"test_err')
     capsys.readouterr()
-    for argv in (["train", "--resume", str(out)], ["eval", str(out)]):
-        assert cli.main(argv) == 1
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"{out / 'final.json'} is not a finished run's record" in err
+    assert cli.main(["train", "--resume", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'final.json'} is not a finished run's record" in err
+    # eval evaluates the weights, which do not need the record
+    assert cli.main(["eval", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["step"] == 10 and "final_json_test_error" not in evaluated
     # the advice holds: without it, resuming from the last checkpoint writes it again
     (out / "final.json").unlink()
     assert cli.main(["train", "--resume", str(out)]) == 0
@@ -113,11 +115,94 @@ def test_sigterm_before_training_gives_the_folder_back(tmp_path, monkeypatch, ca
 
 def test_a_folder_another_process_is_filling_is_named_in_use_not_a_run_to_overwrite(tmp_path):
     path = tmp_path / "run"
-    path.mkdir()
-    held = rundir.lock_run(path)  # another command, still reading its data
+    assert cli.main(["train", "--out", str(path), *FAST, "steps=2", "threads=1"]) == 0
+    (path / "final.json").unlink()  # a run another command is resuming: its config.yaml is there
+    held = rundir.lock_run(path)
     try:
-        with pytest.raises(CheckpointError, match=f"{path} is in use by another metassl process \\(pid {os.getpid()}\\)"):
-            rundir.claim_new(path, overwrite=False)
+        for overwrite in (False, True):
+            with pytest.raises(CheckpointError, match=f"{path} is in use by another metassl process "
+                                                      f"\\(pid {os.getpid()}\\); wait for it"):
+                rundir.claim_new(path, overwrite=overwrite)
     finally:
         held.close()
-    rundir.claim_new(path, overwrite=False).release()
+    with pytest.raises(ConfigError, match="--overwrite"):  # once free, it is a run again
+        rundir.claim_new(path, overwrite=False)
+    rundir.claim_new(path, overwrite=True).release()
+
+
+def test_a_full_disk_on_an_appended_record_names_the_file(tmp_path, monkeypatch, capsys):
+    from metassl import files
+
+    real_open = open
+
+    def full_on_append(path, mode="r", *args, **kwargs):
+        return real_open("/dev/full", "w") if "a" in mode else real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full_on_append, raising=False)
+    with pytest.raises(StorageError) as info:
+        files.append_line(tmp_path / "lambdas.jsonl", "{}")
+    assert str(info.value) == f"cannot write {tmp_path / 'lambdas.jsonl'}: No space left on device"
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *FAST, "steps=4", "eval_every=2", "threads=1"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"metassl: error: cannot write {out / 'metrics.jsonl'}: No space left on device"
+    assert "Traceback" not in err
+
+
+def test_a_storage_error_is_an_os_error_and_a_handled_one_is_not_the_cause():
+    assert isinstance(StorageError("cannot write x: No space left on device"), OSError)
+    try:
+        try:
+            full_disk()
+        except OSError:
+            raise ValueError("not a file: a bad value") from None
+    except ValueError as exc:
+        assert os_error_in(exc) is None  # the OSError was handled, not what went wrong
+    try:
+        try:
+            full_disk()
+        except OSError as inner:
+            raise RuntimeError("torch: unexpected pos") from inner
+    except RuntimeError as exc:
+        assert os_error_in(exc).errno == errno.ENOSPC
+    try:
+        try:
+            full_disk()
+        except OSError:
+            raise RuntimeError("torch: unexpected pos")
+    except RuntimeError as exc:
+        assert os_error_in(exc).errno == errno.ENOSPC
+
+
+def test_a_sigterm_handler_installed_outside_python_is_replaced_by_the_default(monkeypatch, tmp_path):
+    calls = []
+    real_signal = signal.signal
+
+    def fake_signal(signum, handler):
+        if handler is None:
+            raise TypeError("signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object")
+        previous = real_signal(signum, handler)
+        calls.append(handler)
+        # the first answer is what signal.signal gives for a handler that was set from C
+        return None if len(calls) == 1 else previous
+
+    monkeypatch.setattr(cli.signal, "signal", fake_signal)
+    assert cli.main(["train", "--out", str(tmp_path / "run"), *FAST, "steps=2", "threads=1"]) == 0
+    assert calls[0] is signal.default_int_handler and calls[-1] is signal.SIG_DFL
+
+
+def test_a_saved_classifier_s_damaged_record_names_the_fix_that_applies_and_eval_ignores_it(tmp_path, capsys):
+    import numpy as np
+
+    from metassl.api import SSLClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 2
+    path = tmp_path / "saved"
+    SSLClassifier(method="supervised", model="mlp", steps=2, batch_size=8).fit(x, y).save(path)
+    (path / "final.json").write_text('{"test_err')
+    with pytest.raises(CheckpointError) as info:
+        SSLClassifier.load(path)
+    assert str(info.value).endswith("; delete it; the weights in best.pt load without it")
+    (path / "final.json").unlink()
+    SSLClassifier.load(path)
