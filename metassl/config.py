@@ -86,6 +86,7 @@ class TrainConfig:
     # Where the dataset's files are looked for: the folder or file of an on-disk format.
     data_root: Optional[str] = None
     svhn_extra: bool = False  # svhn: add extra_32x32.mat to the training images
+    cifar100_coarse: bool = False  # cifar100: its 20 superclasses as the labels, not its 100 classes
     # Image files (imagefolder, csv, imagenet) are resized to image_size x image_size; null keeps
     # their size, which must then be the same for all. Arrays (npz) always keep theirs.
     image_size: Optional[int] = field(default=32, metadata=_range(8))

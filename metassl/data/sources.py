@@ -140,7 +140,7 @@ def _load_built_in(name: str, data_root: str | Path | None, options: dict[str, A
 
 def key_datasets() -> dict[str, tuple[str, ...]]:
     """Each data key of TrainConfig and the datasets that read it."""
-    keys: dict[str, tuple[str, ...]] = {"svhn_extra": ("svhn",),
+    keys: dict[str, tuple[str, ...]] = {"svhn_extra": ("svhn",), "cifar100_coarse": ("cifar100",),
                                         "data_root": tuple(d for d in DATASETS if d not in BUILT_IN)}
     for name, options in OPTIONS.items():
         for key in options:
@@ -151,6 +151,8 @@ def key_datasets() -> dict[str, tuple[str, ...]]:
 def dataset_options(cfg: Any) -> dict[str, Any]:
     """The `load_dataset` options that a run's TrainConfig sets for its dataset."""
     options: dict[str, Any] = {"svhn_extra": True} if cfg.svhn_extra else {}
+    if cfg.cifar100_coarse:
+        options["coarse"] = True
     if cfg.dataset in FILE_DATASETS:
         options.update({key: getattr(cfg, key) for key in OPTIONS[cfg.dataset]})
     return options

@@ -374,6 +374,21 @@ def test_cifar100_fine_and_coarse(tmp_path):
     assert torch.equal(coarse.x_train, fine.x_train)
 
 
+def test_cifar100_coarse_is_a_config_key_and_only_cifar100_s(tmp_path):
+    from metassl import config
+    from metassl.data.sources import dataset_options
+
+    write_cifar100(tmp_path / "cifar100" / "cifar-100-python")
+    cfg = config.load_config(None, ["dataset=cifar100", f"data_root={tmp_path}", "cifar100_coarse=true"])
+    coarse = load_dataset("cifar100", data_root=cfg.data_root, **dataset_options(cfg))
+    assert coarse.num_classes == 20 and coarse.y_train.tolist() == [4, 19, 0, 1]
+    fine = config.load_config(None, ["dataset=cifar100", f"data_root={tmp_path}"])
+    assert load_dataset("cifar100", data_root=tmp_path, **dataset_options(fine)).num_classes == 100
+    with pytest.raises(ConfigError, match="cifar100_coarse=true does not apply to dataset=cifar10; it applies to "
+                                          "cifar100"):
+        config.load_config(None, ["dataset=cifar10", "cifar100_coarse=true"])
+
+
 def test_missing_cifar_lists_places_and_how(tmp_path):
     message = raises_one_line(DataError, load_dataset, "cifar10", data_root=tmp_path)
     assert str(tmp_path / "cifar-10-batches-py") in message
