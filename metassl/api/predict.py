@@ -106,7 +106,8 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
             say_skipped(path, skipped)
             if unreadable:
                 print(f"metassl: {len(unreadable)} folder{'s' if len(unreadable) > 1 else ''} under {path} "
-                      f"could not be read, their images not predicted ({_listing(sorted(map(str, unreadable)), 3)})",
+                      f"could not be read, their images not predicted "
+                      f"({_listing(sorted(str(p.relative_to(path)) for p in unreadable), 3)})",
                       file=sys.stderr)
             if not images:
                 raise DataError(f"data: folder {path} holds no images")

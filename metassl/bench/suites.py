@@ -11,6 +11,7 @@ Finished runs are skipped, interrupted ones resumed, so a suite can be re-run to
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import multiprocessing
@@ -111,9 +112,10 @@ def check_suite(path: Path, suite: dict) -> None:
                               f"({run_name({k: v for k, v in run.items() if k != 'seed'}) or 'the base'}); "
                               "each run must differ in some setting, or it would count twice")
         seen.add(run_name(run))
+    settings = [completed({**flatten(suite.get("base") or {}), **run}) for run in grid_runs]
     for i, entry in enumerate(parents):
         for part in ("match", "parent"):
-            if not any(all(json.dumps(run.get(k)) == json.dumps(v) for k, v in entry[part].items()) for run in grid_runs):
+            if not any(all(json.dumps(s.get(k)) == json.dumps(v) for k, v in entry[part].items()) for s in settings):
                 raise ConfigError(f"bench: {path}: parents[{i}].{part} {json.dumps(entry[part])} matches none of "
                                   "the suite's runs")
     group_by = suite.get("group_by")
@@ -133,6 +135,27 @@ def check_suite(path: Path, suite: dict) -> None:
                 differ = next(k for k in dict.fromkeys([*other, *run]) if other.get(k) != run.get(k))
                 raise ConfigError(f"bench: {path}: group_by {group_by} puts runs that differ in {differ} "
                                   f"into one row; add {differ} (or a key that tells them apart) to group_by")
+
+
+@functools.lru_cache(maxsize=None)
+def _method_defaults(method: str) -> dict:
+    try:
+        return flatten(config_mod.dump(config_mod.resolve({"method": method})))
+    except ConfigError:  # a method this version does not know: nothing to fill in
+        return {}
+
+
+def completed(setting: dict) -> dict:
+    """A run's recorded settings with the keys it lacks at their defaults for its method. A run
+    recorded before a key existed ran as that key's default does (a key is added with a default
+    that keeps the old behaviour), so it makes one row, and pairs, with runs that record it."""
+    method = setting.get("method")
+    return {**_method_defaults(method), **setting} if isinstance(method, str) else setting
+
+
+def row_setting(row: dict) -> dict:
+    """The settings a table groups, pairs and matches a row by: its recorded config, completed."""
+    return completed(row["config"]) if row.get("config") else row["overrides"]
 
 
 def expand(suite: dict) -> list[dict]:
@@ -615,7 +638,7 @@ def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
     keys = keys + [k for k in _beyond_grid(rows) if k not in keys and k not in EXECUTION_KEYS]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        setting = row.get("config") or row["overrides"]
+        setting = row_setting(row)
         groups.setdefault(tuple(json.dumps(setting.get(k)) for k in keys), []).append(row)
     papers = suite.get("paper") or []
     has_paper = bool(papers)
@@ -639,11 +662,11 @@ def table_body(suite: dict, rows: list[dict], keys: list[str]) -> list[str]:
                   _fmt(last), _per_seed(group, "recent_test_errors", "{:.2f}", _span), _fmt(vals), _runs(group),
                   f"{minutes:.2f}", f"{cpu:.2f}"]
         if has_paper:
-            setting = group[0].get("config") or group[0]["overrides"]
+            setting = row_setting(group[0])
             match = [p for p in papers if all(setting.get(k) == v for k, v in p["match"].items())]
             cells.append(f"{match[0]['error']} ({match[0]['source']})" if match else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    comps = paired.comparisons(groups, keys, suite.get("parents") or [], lambda r: r.get("config") or r["overrides"])
+    comps = paired.comparisons(groups, keys, suite.get("parents") or [], row_setting)
     return lines + paired.table_lines(comps, lambda key: _cells(keys, key), keys)
 
 

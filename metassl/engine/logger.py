@@ -66,9 +66,15 @@ class RunLogger:
         if self.out is not None:
             append_line(self.out / "metrics.jsonl", json.dumps(record))
 
-    def close(self) -> None:
+    def close(self, quietly: bool = False) -> None:
+        """Close TensorBoard's files; ``quietly`` (training already stopped with an error) drops a
+        failure to, which would otherwise replace that error."""
         if self.tty:
             sys.stderr.write("\n")
         if self.writer is not None:
-            with storage_errors(self.out / "tensorboard"):
-                self.writer.close()
+            try:
+                with storage_errors(self.out / "tensorboard"):
+                    self.writer.close()
+            except Exception:  # noqa: BLE001 - whatever the writer raises
+                if not quietly:
+                    raise

@@ -225,6 +225,15 @@ def drop_rows_after(path: Path, step: int) -> None:
             atomic_write_text(log, "".join(kept))
 
 
+def _fit_in_python(path: Path) -> bool:
+    """Whether the run in ``path`` was fit on arrays in Python (SSLClassifier), which the command
+    line cannot resume."""
+    try:
+        return config_mod.load_yaml(path / "config.yaml").get("dataset") == "arrays"
+    except (MetasslError, AttributeError):
+        return False
+
+
 def read_final(path: Path) -> Optional[dict]:
     """A run's final.json (its finished record); None where the run has none."""
     final = path / "final.json"
@@ -235,9 +244,9 @@ def read_final(path: Path) -> Optional[dict]:
     except ValueError as exc:
         done = exc
     if not isinstance(done, dict):
-        if (path / "checkpoint.pt").is_file():
+        if (path / "checkpoint.pt").is_file() and not _fit_in_python(path):
             fix = f"delete it and 'metassl train --resume {path}' writes it again from the last checkpoint"
-        else:  # a classifier saved from Python: its weights are in best.pt, which does not need it
+        else:  # a classifier fit or saved in Python: its weights are in best.pt, which does not need it
             fix = "delete it; the weights in best.pt load without it"
         raise CheckpointError(f"run: {final} is not a finished run's record (not a JSON object); {fix}")
     return done

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -335,7 +336,8 @@ class Trainer:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if log is not None:
-                log.close()
+                # A failure to close TensorBoard's files must not hide why training stopped.
+                log.close(quietly=sys.exc_info()[1] is not None)
         return self.finish()
 
     def _loop(self, log: RunLogger, stop: dict, ckpt_every: int) -> None:

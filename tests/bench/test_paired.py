@@ -110,14 +110,24 @@ def test_a_parents_label_names_the_reference_and_the_shipped_remedy_row_pairs_wi
     comps = by_pair(paired.comparisons(groups, KEYS, labelled, lambda r: r["config"]), groups)
     meta = comps[("meta_pl", 100, False, None, "meta_pl without its meta step")]
     assert meta["diffs"] == pytest.approx([-1.0, 0.5, -1.0])
+    # MixMatch's seed 0 ran before distribution_alignment existed (its config lacks the key), seed 1
+    # after (it records false): one row, and both seeds pair with the remedy row
     _, suite = suites.load_suite("fashion-ssl-long")
     keys = suite["group_by"]
-    rows = [{"config": {"method": "mixmatch", "seed": 0}, "seed": 0, "test_error": 15.0},
-            {"config": {"method": "mixmatch", "mixmatch.distribution_alignment": True, "seed": 0}, "seed": 0,
-             "test_error": 13.5}]
-    groups = {tuple(repr(r["config"].get(k)) for k in keys): [r] for r in rows}
-    comps = paired.comparisons(groups, keys, suite["parents"], lambda r: r["config"])
-    assert [(c["against"], c["diffs"]) for c in comps] == [("mixmatch without distribution_alignment", [-1.5])]
+
+    def run(seed, error, **section):
+        config = {"method": "mixmatch", "seed": seed, **section}
+        return {"name": f"{seed}{section}", "overrides": {"method": "mixmatch", "seed": seed}, "config": config,
+                "seed": seed, "test_error": error, "val_error": error, "last_test_error": error,
+                "wall_seconds": 60.0, "cpu_seconds": 60.0}
+
+    aligned = {"mixmatch.distribution_alignment": True}
+    rows = [run(0, 15.0), run(1, 16.0, **{"mixmatch.distribution_alignment": False}),
+            run(0, 13.5, **aligned), run(1, 13.0, **aligned)]
+    lines = suites.table_body(suite, rows, keys)
+    assert sum(line.startswith("| mixmatch |") and "15.50 ±" in line for line in lines) == 1
+    assert ("| mixmatch | - | - | True | mixmatch without distribution_alignment | 0, 1 | -1.50, -3.00 | -2.25 | 2/2 |"
+            in "\n".join(lines))
 
 
 def test_a_parents_label_that_is_not_text_is_a_one_line_error(tmp_path):

@@ -68,7 +68,7 @@ def test_a_stale_block_fails_the_check_and_is_rewritten_from_its_results(tmp_pat
     text = page.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("<!-- end of table -->\n\nafter\n")
     assert "| supervised | - | - | - | 14.00 | 14.00 |" in text
-    assert "| fixmatch | - | - | - | 11.00 | 11.00 |" in text and "| -3.00 |" in text
+    assert "| fixmatch | False | - | - | 11.00 | 11.00 |" in text and "| -3.00 |" in text
     assert readme.main([str(page), "--check"]) == 0
 
 

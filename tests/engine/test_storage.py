@@ -191,7 +191,8 @@ def test_a_sigterm_handler_installed_outside_python_is_replaced_by_the_default(m
     assert calls[0] is signal.default_int_handler and calls[-1] is signal.SIG_DFL
 
 
-def test_a_saved_classifier_s_damaged_record_names_the_fix_that_applies_and_eval_ignores_it(tmp_path, capsys):
+@pytest.mark.parametrize("how", ["save", "run_dir"])
+def test_a_python_classifier_s_damaged_record_names_the_fix_that_applies_to_it(tmp_path, how):
     import numpy as np
 
     from metassl.api import SSLClassifier
@@ -199,10 +200,32 @@ def test_a_saved_classifier_s_damaged_record_names_the_fix_that_applies_and_eval
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 2
     path = tmp_path / "saved"
-    SSLClassifier(method="supervised", model="mlp", steps=2, batch_size=8).fit(x, y).save(path)
+    if how == "save":  # best.pt only
+        SSLClassifier(method="supervised", model="mlp", steps=2, batch_size=8).fit(x, y).save(path)
+    else:  # a run directory with checkpoint.pt, which the command line cannot resume
+        SSLClassifier(method="supervised", model="mlp", steps=2, batch_size=8, run_dir=path).fit(x, y)
+        assert (path / "checkpoint.pt").is_file()
     (path / "final.json").write_text('{"test_err')
     with pytest.raises(CheckpointError) as info:
         SSLClassifier.load(path)
     assert str(info.value).endswith("; delete it; the weights in best.pt load without it")
     (path / "final.json").unlink()
     SSLClassifier.load(path)
+
+
+def test_a_failure_to_close_tensorboard_does_not_hide_why_training_stopped(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch.utils.tensorboard")
+    from metassl.engine import logger
+
+    def close_full(self):
+        full_disk()
+
+    monkeypatch.setattr(logger.RunLogger, "train", lambda self, step, values: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("torch.utils.tensorboard.SummaryWriter.close", close_full)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--out", str(out), *FAST, "tensorboard=true", "steps=20", "log_every=1", "threads=1"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    # with nothing else in flight, the failure is named
+    log = logger.RunLogger(tmp_path / "other", 10, tensorboard=True)
+    with pytest.raises(StorageError, match=f"cannot write {tmp_path / 'other' / 'tensorboard'}: No space"):
+        log.close()
