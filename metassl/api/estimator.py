@@ -308,6 +308,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             return path
         if path.exists() and not path.is_dir():
             raise ParamError(f"save: {path} exists and is not a directory")
+        if path.is_dir() and rundir.foreign_config(path):
+            raise ParamError(f"save: {path} holds a config.yaml that is not a metassl run's; saving writes its "
+                             "own config.yaml there, so give another folder")
         if rundir.holds_run(path) and not overwrite:
             raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
         path.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,17 @@ def test_a_loaded_estimator_refit_and_saved_back_writes_the_new_model(tmp_path):
         SSLClassifier(method="supervised").save(tmp_path / "never")
 
 
+def test_save_refuses_a_folder_holding_a_user_s_own_config_even_with_overwrite(tmp_path):
+    x, y = vectors(60)
+    est = SSLClassifier(method="supervised", **TINY).fit(x, y)
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "config.yaml").write_text("lr: 0.1\nnotes: my experiment settings\n")
+    for overwrite in (False, True):
+        with pytest.raises(ParamError, match="holds a config.yaml that is not a metassl run's"):
+            est.save(tmp_path / "proj", overwrite=overwrite)
+    assert (tmp_path / "proj" / "config.yaml").read_text() == "lr: 0.1\nnotes: my experiment settings\n"
+
+
 @pytest.mark.parametrize("params", [{"steps": np.int64(20)}, {"lr": np.float32(0.1)}, {"nesterov": np.bool_(False)},
                                     {"method": "mixup", "mixup": {"alpha": np.float64(0.4)}}])
 def test_numpy_scalars_are_parameters_as_grid_searches_pass_them(params):
