@@ -225,7 +225,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
                                  "labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1 "
                                  "(method='supervised' trains on the labels alone)") from None
             except ConfigError as exc:  # a setting that fails only with the data given
-                raise ParamError(f"fit: {str(exc).removeprefix('config: ')}") from None
+                raise ParamError(f"fit: {str(exc).removeprefix('config: ').removeprefix('train: ')}") from None
         # the model now is this fit's: saving it is no longer a no-op where it was loaded from
         self.__dict__.pop("_loaded_from", None)
         return self
@@ -308,9 +308,10 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             return path
         if path.exists() and not path.is_dir():
             raise ParamError(f"save: {path} exists and is not a directory")
-        if path.is_dir() and rundir.foreign_config(path):
-            raise ParamError(f"save: {path} holds a config.yaml that is not a metassl run's; saving writes its "
-                             "own config.yaml there, so give another folder")
+        try:
+            rundir.check_foreign(path, "save")
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from None
         if rundir.holds_run(path) and not overwrite:
             raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
         path.mkdir(parents=True, exist_ok=True)

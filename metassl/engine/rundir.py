@@ -43,6 +43,8 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def holds_run(path: Path) -> bool:
+    """Whether ``path`` holds a run's files, its config.yaml or others (``check_foreign`` tells a
+    run's from a user's)."""
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
 
 
@@ -63,14 +65,33 @@ def foreign_config(path: Path) -> bool:
     return not (isinstance(data, dict) and all(k in data for k in RUN_CONFIG_KEYS))
 
 
+def stray_run_files(path: Path) -> list[str]:
+    """The files in ``path`` named as a run's are when no run's config.yaml is there (every run
+    writes one first): they are the user's, and a new run must not replace them."""
+    if not path.is_dir() or (path / "config.yaml").exists():
+        return []
+    return [name for name in RUN_FILES if (path / name).exists()]
+
+
+def check_foreign(path: Path, command: str) -> None:
+    """Refuse ``path`` for a run when a file there that a run would replace is not a run's: a
+    config.yaml no run wrote, or files named as a run's beside no config.yaml at all. No
+    ``overwrite`` allows it."""
+    if path.is_dir() and foreign_config(path):
+        raise ConfigError(f"{command}: {path} holds a config.yaml that is not a metassl run's; a run writes its "
+                          f"own config.yaml there, so give another folder")
+    stray = stray_run_files(path)
+    if stray:
+        raise ConfigError(f"{command}: {path} holds {', '.join(stray)} but no run's config.yaml, so not a metassl "
+                          f"run; a run writes its own {stray[0]} there, so give another folder")
+
+
 def check_new(path: Path, *, overwrite: bool) -> None:
-    """Refuse ``path`` for a new run when it is a file, holds a config.yaml of the user's (the run
-    would write over it, even with ``overwrite``), or holds a run and ``overwrite`` is off."""
+    """Refuse ``path`` for a new run when it is a file, holds files of the user's that the run would
+    replace (even with ``overwrite``), or holds a run and ``overwrite`` is off."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"train: --out {path} exists and is not a directory")
-    if path.is_dir() and foreign_config(path):
-        raise ConfigError(f"train: {path} holds a config.yaml that is not a metassl run's; a run writes its "
-                          f"own config.yaml there, so give another folder")
+    check_foreign(path, "train")
     if holds_run(path) and not overwrite:
         if not resumable(path):
             raise ConfigError(f"train: {path} holds a run that stopped before its first checkpoint; "
@@ -89,7 +110,17 @@ def clear_run(path: Path) -> None:
     are kept)."""
     for name in RUN_FILES + REPORT_FILES:
         (path / name).unlink(missing_ok=True)
-    shutil.rmtree(path / "tensorboard", ignore_errors=True)
+    # TensorBoard's folder only as far as the run wrote it: its event files, then the folder if
+    # nothing else is left in it
+    board = path / "tensorboard"
+    if board.is_dir() and not board.is_symlink():
+        for event in board.glob("events.out.tfevents.*"):
+            if event.is_file():
+                event.unlink(missing_ok=True)
+        try:
+            board.rmdir()
+        except OSError:
+            pass
 
 
 def prepare_new(path: Path, cfg: TrainConfig, *, overwrite: bool) -> bool:

@@ -130,3 +130,12 @@ def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
         SSLClassifier(method="supervised", run_dir=tmp_path / "project", **TINY).fit(x, y)
     assert (tmp_path / "project" / "config.yaml").read_text() == "method: mixup\nsteps: 500\n"
     assert (tmp_path / "afile").read_text() == "keep"
+    # nor is one holding a file of the user's named as a run's, for fit or for save
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "best.pt").write_bytes(b"mine")
+    stray = "weights holds best.pt but no run's config.yaml, so not a metassl run"
+    with pytest.raises(ParamError, match=f"^fit: .*{stray}"):
+        SSLClassifier(method="supervised", run_dir=tmp_path / "weights", **TINY).fit(x, y)
+    with pytest.raises(ParamError, match=f"^save: .*{stray}"):
+        SSLClassifier(method="supervised", **TINY).fit(x, y).save(tmp_path / "weights", overwrite=True)
+    assert (tmp_path / "weights" / "best.pt").read_bytes() == b"mine"

@@ -209,6 +209,32 @@ def test_a_run_that_fails_to_start_in_an_existing_directory_leaves_it_as_it_was(
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no lock file left either
 
 
+def test_files_named_as_a_runs_without_its_config_are_the_users_and_no_overwrite_replaces_them(cli, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"my own weights")
+    proc = cli("train", "--out", str(out), "--overwrite", *FAST, "steps=5")
+    assert proc.returncode == 2
+    assert _one_line(proc).endswith(f"{out} holds best.pt but no run's config.yaml, so not a metassl run; a run "
+                                    "writes its own best.pt there, so give another folder")
+    assert (out / "best.pt").read_bytes() == b"my own weights"
+
+
+def test_replacing_a_run_removes_the_tensorboard_files_it_wrote_and_keeps_the_users(tmp_path):
+    out = tmp_path / "run"
+    _train(out, "steps=5", "eval_every=5")
+    board = out / "tensorboard"
+    board.mkdir(exist_ok=True)
+    (board / "events.out.tfevents.1.host").write_bytes(b"event")
+    rundir.clear_run(out)
+    assert not board.exists() and not (out / "config.yaml").exists()
+    board.mkdir()
+    (board / "events.out.tfevents.2.host").write_bytes(b"event")
+    (board / "my-notes.txt").write_text("keep")
+    rundir.clear_run(out)
+    assert sorted(p.name for p in board.iterdir()) == ["my-notes.txt"]
+
+
 def test_stale_temporary_files_of_a_killed_run_are_removed(cli, tmp_path):
     out = tmp_path / "run"
     _train(out, "steps=5", "eval_every=5")
