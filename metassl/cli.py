@@ -32,6 +32,9 @@ def cmd_train(args) -> int:
             if lock is not None:
                 rundir.remove_stale_files(path)
             cfg = rundir.load_run_config(path, overrides)
+            if cfg.dataset == "arrays":
+                raise MetasslError(f"train: {path} was fit in Python (SSLClassifier) on arrays that are not on "
+                                   "disk; it cannot be resumed from the command line: fit it again in Python")
             done = rundir.read_final(path)
             if done is not None:
                 if done.get("steps", 0) > cfg.steps:
@@ -41,9 +44,6 @@ def cmd_train(args) -> int:
                     print(f"metassl: {path} had already finished its {cfg.steps} steps", file=sys.stderr)
                     print(summary(done, path), file=sys.stderr)
                     return 0
-            if cfg.dataset == "arrays":
-                raise MetasslError(f"train: {path} was fit in Python (SSLClassifier) on arrays that are not on "
-                                   "disk; it cannot be resumed from the command line: fit it again in Python")
             if not (path / "checkpoint.pt").exists():
                 raise MetasslError(f"train: {path} holds no checkpoint.pt to resume from; start it again "
                                    f"with metassl train --out {path} --overwrite")

@@ -458,10 +458,17 @@ def check_new(cfg: TrainConfig, *, in_suite: bool = False) -> None:
     suite's runs share one ``data_root`` (where the machine keeps its data), used by those that
     read files."""
     _check_schedule(cfg.schedule)
+    check_selection(cfg)
     check_data_keys(cfg, skip=("data_root",) if in_suite else ())
     check = getattr(cfg.method_cfg, "check", None)
     if check is not None:
         check(cfg.steps)
+
+
+def check_selection(cfg: TrainConfig) -> None:
+    """Selecting weights on the validation split needs one."""
+    if cfg.select == "val" and cfg.val_per_class == 0:
+        raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
 
 
 def check_data_keys(cfg: TrainConfig, skip: tuple[str, ...] = ()) -> None:

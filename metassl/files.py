@@ -23,14 +23,22 @@ def storage_errors(path, command: str = "") -> Iterator[None]:
         cause = os_error_in(exc)
         if cause is None or cause.errno not in STORAGE_ERRNOS:
             raise
-        raise StorageError(f"{command + ': ' if command else ''}cannot write {path}: {cause.strerror}") from None
+        prefix = f"{command}: " if command else ""
+        other = cause.filename
+        if other is not None and Path(os.fsdecode(other)).parent.resolve() != Path(path).parent.resolve():
+            # a file elsewhere, which the writer may have been reading: named as it is, not as `path`
+            raise StorageError(f"{prefix}{os.fsdecode(other)}: {cause.strerror}") from None
+        raise StorageError(f"{prefix}cannot write {path}: {cause.strerror}") from None
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """``write(fh)`` into a temporary file beside ``path``, flushed to disk, then renamed over
     ``path``: a reader sees the old file or the new one, never a part. A full disk or a folder
-    without permission is a StorageError naming ``path``; the temporary file never stays."""
+    without permission is a StorageError naming ``path``; the temporary file never stays. A
+    symbolic link at ``path`` is written through, as ``open`` would: its target gets the file."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with storage_errors(path):

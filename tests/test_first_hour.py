@@ -84,6 +84,12 @@ def test_a_relative_data_root_is_saved_absolute_and_a_moved_one_can_be_given(cli
     _one_error(gone, "blobs.npz")
     moved = json.loads(cli("eval", str(run), "--data-root", str(tmp_path / "moved" / "blobs.npz"), check=True).stdout)
     assert moved["test_error"] == first["test_error"]
+    # a run on an embedded dataset has no data to point at
+    digits = tmp_path / "digits"
+    assert cli("train", "--out", str(digits), "dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5", "steps=3",
+               "eval_every=3", "threads=1", "tensorboard=false").returncode == 0
+    _one_error(cli("eval", str(digits), "--data-root", str(tmp_path / "moved")),
+               f"eval: --data-root does not apply to {digits}: its dataset=digits is not read from files")
 
 
 def test_several_config_files_merge_in_order_and_name_the_file_of_a_bad_value(tmp_path):
@@ -319,6 +325,10 @@ def test_a_run_fit_in_python_is_not_offered_an_overwrite_on_resume(cli, tmp_path
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
     line = _one_error(cli("train", "--resume", str(run), "steps=8"), "fit in Python", "fit it again in Python")
     assert "--overwrite" not in line
+    # refused as well with no steps added (not "already finished")
+    proc = cli("train", "--resume", str(run))
+    assert proc.returncode != 0
+    _one_error(proc, "fit in Python", "fit it again in Python")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
 
 

@@ -109,6 +109,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise ParamError(f"config: run_dir={self.run_dir!r} is not a path; give a directory (str or Path) "
                              "or None for a temporary one")
+        if isinstance(self.run_dir, str) and not self.run_dir.strip():
+            raise ParamError(f"config: run_dir={self.run_dir!r} names no directory; give one, or None for a "
+                             "temporary one")
         try:
             self._resolve(vectors=False)
         except ConfigError as exc:
@@ -124,7 +127,15 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         if owned:
             raise ConfigError(f"config: SSLClassifier sets {owned[0]!r} itself; pass the data to fit()")
         raw = config_mod.merge(_DEFAULTS, _VECTOR_DEFAULTS) if vectors else dict(_DEFAULTS)
-        raw = config_mod.merge(raw, self._config)
+        # a method's section set to None is no section: that method's defaults (so set_params can
+        # drop one, as a grid search over `method` needs)
+        from metassl.methods import METHODS
+        given = {k: v for k, v in self._config.items() if not (k in METHODS and v is None)}
+        other = next((k for k in given if k in METHODS and k != self.method), None)
+        if other:
+            raise ConfigError(f"config: section {other!r} does not apply to method={self.method}; "
+                              f"set {other}=None, or method={other!r}")
+        raw = config_mod.merge(raw, given)
         raw.update(dataset="arrays", method=self.method, steps=self.steps,
                    model=self.model or ("mlp" if vectors else "cnn3"))
         cfg = config_mod.resolve(raw)
@@ -161,7 +172,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             besides = " besides -1 (unlabeled)" if unlabeled.any() else ""
             raise InputError(f"fit: y has only one class, {classes.tolist()[0]!r}{besides}; a classifier "
                              "needs two or more classes")
-        xu = _array(X_unlabeled, "X_unlabeled") if X_unlabeled is not None else x[:0]
+        # an empty X_unlabeled is none
+        given = X_unlabeled is not None and np.shape(X_unlabeled)[:1] != (0,)
+        xu = _array(X_unlabeled, "X_unlabeled") if given else x[:0]
         if xu.shape[1:] != x.shape[1:]:
             raise InputError(f"fit: X_unlabeled examples have shape {_shape(xu.shape[1:])} but X's "
                              f"have {_shape(x.shape[1:])}")
@@ -359,8 +372,11 @@ def _column_names(X: Any) -> Optional[list[str]]:
 def _check_labels(labels: np.ndarray) -> None:
     """scikit-learn's check that ``labels`` are class labels, as an InputError naming the first bad one."""
     i = first_non_integer(labels)
+    if i is None and labels.dtype == object:  # a missing label: None, or a NaN among strings
+        i = next((j for j, v in enumerate(labels) if v is None or (isinstance(v, float) and v != v)), None)
     if i is not None:
-        kind = "" if np.isnan(labels[i]) else "Unknown label type: "  # scikit-learn's words, which its checks match
+        missing = labels[i] is None or labels[i] != labels[i]
+        kind = "" if missing else "Unknown label type: "  # scikit-learn's words, which its checks match
         raise InputError(f"fit: {kind}y[{i}] = {labels[i]} is not a class label (labels are whole numbers "
                          "or strings; -1 marks an unlabeled example)")
     try:
@@ -372,7 +388,23 @@ def _check_labels(labels: np.ndarray) -> None:
                          "(with numbers, -1 marks unlabeled examples; with strings there is no "
                          "unlabeled marker: pass unlabeled examples as X_unlabeled)") from None
     except ValueError as exc:
-        raise InputError(f"fit: y does not hold class labels ({exc})") from None
+        raise InputError(f"fit: y does not hold class labels ({_brief(exc)})") from None
+
+
+def _brief(exc: Exception) -> str:
+    """numpy's or scikit-learn's message on one line, without the array it may print."""
+    kept, depth = [], 0
+    for line in str(exc).splitlines():
+        text = line.strip()
+        if not depth and (text.startswith("array=[") or text.startswith("[")):
+            text = text.removeprefix("array=")
+        elif not depth:
+            if text:
+                kept.append(text)
+            continue
+        depth += text.count("[") - text.count("]")
+        depth = max(depth, 0)
+    return " ".join(kept)
 
 
 def _input_error(exc: DataError) -> DataError:
@@ -386,9 +418,8 @@ def _array(x: Any, what: str) -> np.ndarray:
         return check_array(_numpy(x) if isinstance(x, torch.Tensor) else x, dtype="numeric", allow_nd=True,
                            input_name=what)
     except (TypeError, ValueError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("array=")]
         kind = InputTypeError if isinstance(exc, TypeError) else InputError
-        raise kind(f"{what}: {' '.join(lines)}") from None
+        raise kind(f"{what}: {_brief(exc)}") from None
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -134,9 +134,12 @@ def prepare_new(path: Path, cfg: TrainConfig, *, overwrite: bool) -> bool:
     return created
 
 
+def _pid(holder: str) -> str:
+    return f" (pid {holder})" if holder.isdigit() else ""
+
+
 def in_use(path: Path, holder: str) -> CheckpointError:
-    who = f" (pid {holder})" if holder.isdigit() else ""
-    return CheckpointError(f"run: {path} is in use by another metassl process{who}; "
+    return CheckpointError(f"run: {path} is in use by another metassl process{_pid(holder)}; "
                            "wait for it to finish or stop it first")
 
 
@@ -169,15 +172,23 @@ def check_not_in_use(path: Path) -> None:
     """Refuse ``path`` while another process holds its lock, without taking it: a run still loading
     its data looks like one that stopped before its first checkpoint, and one training like one to
     resume, so the advice those checks give would be wrong."""
+    holder = lock_holder(path)
+    if holder is not None:
+        raise in_use(path, holder)
+
+
+def lock_holder(path: Path) -> Optional[str]:
+    """What the process holding ``path``'s lock wrote in it (its pid), or None when none holds it."""
     try:
         fh = open(path / LOCK_FILE)
     except OSError:
-        return  # no lock file (or none readable): lock_run decides
+        return None  # no lock file (or none readable): lock_run decides
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise in_use(path, fh.read().strip()) from None
+            return fh.read().strip()
+    return None
 
 
 @dataclass
@@ -291,6 +302,10 @@ def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     if not path.exists():
         raise CheckpointError(f"run: {path} does not exist")
     if not (path / "config.yaml").is_file():
+        holder = lock_holder(path)
+        if holder is not None:
+            raise CheckpointError(f"run: {path} is a run still starting{_pid(holder)}: it writes its config.yaml "
+                                  "once its data is read and its model built")
         raise CheckpointError(f"run: {path} holds no config.yaml; is it a metassl run directory?")
     raw = config_mod.load_yaml(path / "config.yaml")
     base = config_mod.resolve(raw)
@@ -373,7 +388,11 @@ def weights_file(path: Path, name: str, cfg: TrainConfig) -> Path:
     source, best, last = path / name, path / "best.pt", path / "checkpoint.pt"
     if source.exists():
         return source
-    if not best.exists() and not last.exists():
+    holder = lock_holder(path)
+    if holder is not None:
+        hint = (f"the run in {path} is still training{_pid(holder)} and has not saved those weights yet; they "
+                "are there after its first " + ("checkpoint" if source == last else "evaluation"))
+    elif not best.exists() and not last.exists():
         hint = f"the run in {path} has no saved weights (it stopped before its first checkpoint)"
     elif source == last:
         hint = "the run kept only its selected weights, best.pt"
@@ -393,6 +412,11 @@ def load_run(path: Path, weights: str = "selected", device: str | None = None,
     if cfg.dataset == "arrays":
         raise CheckpointError(f"run: {path} was trained from arrays in Python (metassl.api), which are not on "
                               "disk to evaluate on; use metassl predict, or SSLClassifier.score")
+    if data_root:
+        from metassl.data.sources import key_datasets
+        if cfg.dataset not in key_datasets()["data_root"]:
+            raise ConfigError(f"eval: --data-root does not apply to {path}: its dataset={cfg.dataset} is not read "
+                              "from files")
     if not (path / "split.json").is_file():
         raise CheckpointError(f"run: {path} holds no split.json")
     source = weights_file(path, "best.pt" if weights == "selected" else "checkpoint.pt", cfg)

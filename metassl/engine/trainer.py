@@ -25,7 +25,7 @@ from metassl.engine.evaluate import error_rate
 from metassl.engine.logger import RunLogger
 from metassl.engine.schedule import lr_at
 from metassl.engine.setup import RunSetup, build, check_batch_fits, write_split
-from metassl.errors import (CheckpointError, ConfigError, MetasslError, NeedsUnlabeled, TrainingDiverged,
+from metassl.errors import (CheckpointError, MetasslError, NeedsUnlabeled, TrainingDiverged,
                             out_of_memory_as)
 from metassl.files import atomic_write_text
 from metassl.methods import METHODS, Batch, TrainContext
@@ -56,8 +56,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.rank, self.world_size = dist.init()
         self.writes = run_dir is not None and self.rank == 0
-        if cfg.select == "val" and cfg.val_per_class == 0:
-            raise ConfigError("config: select='val' needs val_per_class >= 1 (or use select=last)")
+        config_mod.check_selection(cfg)
         seed_everything(cfg.seed)
         with out_of_memory_as(lambda asked: (
                 f"train: out of memory loading the data and building the model (an allocation of {asked} "

@@ -208,6 +208,18 @@ def test_labels_that_are_not_class_labels_are_input_errors_naming_the_problem():
         clf.fit(x, [0.0, 0.5, 1.0, 1.0])
     with pytest.raises(InputError, match="mixes labels of types int, str"):
         clf.fit(x, np.array(["a", -1, "b", "a"], dtype=object))
+    with pytest.raises(InputError, match=r"^fit: y\[1\] = None is not a class label \(labels are whole numbers"):
+        clf.fit(x, np.array(["a", None, "b", "a"], dtype=object))
+    with pytest.raises(InputError, match=r"^fit: y\[3\] = nan is not a class label"):
+        clf.fit(x, np.array(["a", "b", "a", np.nan], dtype=object))
+    # numpy's and scikit-learn's messages on one line, without the arrays they print
+    with pytest.raises(InputError) as info:
+        clf.fit(x, np.arange(4) + 1j)
+    assert str(info.value) == "fit: y does not hold class labels (Complex data not supported)"
+    with pytest.raises(InputError) as info:
+        clf.fit(np.arange(40.0), np.arange(40) % 2)
+    assert str(info.value).startswith("X: Expected 2D array, got 1D array instead: Reshape your data")
+    assert "39." not in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ParamError, match="run_dir=123 is not a path"):
         SSLClassifier(run_dir=123)
     with pytest.raises(ParamError, match="image_size=16 does not apply to dataset=arrays"):

@@ -73,6 +73,24 @@ def test_numpy_scalars_are_parameters_as_grid_searches_pass_them(params):
     assert search.fit(x, y).best_params_["steps"] in (2, 3)
 
 
+def test_a_method_section_set_to_none_is_dropped_so_a_grid_can_change_the_method():
+    from sklearn.model_selection import GridSearchCV
+
+    est = SSLClassifier(method="mixup", mixup={"alpha": 0.4}, **TINY)
+    with pytest.raises(ParamError, match="section 'mixup' does not apply to method=supervised; set mixup=None, "
+                                         "or method='mixup'"):
+        est.set_params(method="supervised")
+    assert est.get_params()["method"] == "mixup" and est.get_params()["mixup"] == {"alpha": 0.4}
+    est.set_params(method="supervised", mixup=None)
+    assert est._resolve(vectors=True).method == "supervised"
+    assert SSLClassifier(method="mixup", mixup=None, **TINY)._resolve(vectors=True).method_cfg.alpha == \
+        SSLClassifier(method="mixup", **TINY)._resolve(vectors=True).method_cfg.alpha
+    x, y = vectors(60)
+    grid = [{"method": ["supervised"], "mixup": [None]}, {"method": ["mixup"], "mixup": [{"alpha": 0.4}]}]
+    search = GridSearchCV(SSLClassifier(method="mixup", mixup={"alpha": 0.2}, **{**TINY, "steps": 3}), grid, cv=2)
+    assert search.fit(x, y).best_params_["method"] in ("supervised", "mixup")
+
+
 def test_dataframe_columns_are_recorded_and_checked_at_predict(tmp_path):
     x, y = vectors(60)
     frame = Frame(x, ["a", "b", "c", "d"])
@@ -117,6 +135,9 @@ def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
     with pytest.raises(InputError, match="fit: method='mixup_ssl' needs unlabeled data, and every example given "
                                          "is labeled: pass X_unlabeled, or mark examples of X as unlabeled with y = -1"):
         SSLClassifier(method="mixup_ssl", **TINY).fit(x, y)
+    with pytest.raises(InputError, match="fit: method='mixup_ssl' needs unlabeled data"):  # an empty one is none
+        SSLClassifier(method="mixup_ssl", **TINY).fit(x, y, X_unlabeled=np.zeros((0, 4), np.float32))
+    assert SSLClassifier(method="supervised", **TINY).fit(x, y, X_unlabeled=[]).classes_.tolist() == [0, 1, 2]
     small = np.zeros((60, 1, 4, 4), np.uint8)
     with pytest.raises(InputError, match="fit: X holds 4 x 4 images; the models take images of at least 8 x 8"):
         SSLClassifier(method="supervised", model="mlp", **TINY).fit(small, y)
@@ -139,3 +160,10 @@ def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
     with pytest.raises(ParamError, match=f"^save: .*{stray}"):
         SSLClassifier(method="supervised", **TINY).fit(x, y).save(tmp_path / "weights", overwrite=True)
     assert (tmp_path / "weights" / "best.pt").read_bytes() == b"mine"
+    # a setting that needs no data to fail fails when the object is made
+    with pytest.raises(ParamError, match=r"select='val' needs val_per_class >= 1 \(or use select=last\)"):
+        SSLClassifier(method="supervised", **{**TINY, "val_per_class": 0})
+    SSLClassifier(method="supervised", select="last", **{**TINY, "val_per_class": 0})
+    # an empty run_dir is not the current directory
+    with pytest.raises(ParamError, match="run_dir='' names no directory; give one, or None for a temporary one"):
+        SSLClassifier(method="supervised", run_dir="", **TINY)

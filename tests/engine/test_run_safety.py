@@ -2,6 +2,7 @@
 kills at awkward moments, and a replacement run that fails to start."""
 import fcntl
 import json
+import os
 import shutil
 import signal
 import struct
@@ -425,10 +426,22 @@ def test_a_run_stopped_before_its_first_evaluation_says_how_to_continue_it(cli, 
         assert str(info.value) == (f"checkpoint: {out / 'best.pt'} does not exist: the run stopped before its "
                                    f"first evaluation; 'metassl train --resume {out}' continues it")
     assert rundir.evaluate_run(out, "last")["step"] == 5
+    # while a process holds the run, it is training, not stopped
+    with rundir.lock_run(out):
+        proc = cli("eval", str(out))
+        assert proc.returncode == 1 and _one_line(proc).endswith(
+            f"the run in {out} is still training (pid {os.getpid()}) and has not saved those weights yet; "
+            "they are there after its first evaluation")
     (out / "checkpoint.pt").unlink()
     for weights in ("selected", "last"):
         proc = cli("eval", str(out), "--weights", weights)
         assert proc.returncode == 1 and f"the run in {out} has no saved weights" in _one_line(proc)
+    (out / "config.yaml").unlink()
+    with rundir.lock_run(out):
+        proc = cli("eval", str(out))
+        assert proc.returncode == 1 and _one_line(proc).endswith(
+            f"run: {out} is a run still starting (pid {os.getpid()}): it writes its config.yaml once its data "
+            "is read and its model built")
 
 
 def test_an_interrupt_as_an_overwrite_starts_leaves_a_run_to_resume(tmp_path, monkeypatch):

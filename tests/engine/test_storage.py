@@ -39,6 +39,31 @@ def test_a_write_that_fails_for_lack_of_space_keeps_the_old_file_and_names_the_p
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "preds.csv"
+    target.write_text("old\n")
+    link = tmp_path / "preds.csv"
+    link.symlink_to(target)
+    atomic_write_text(link, "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv", "shared"]
+
+
+def test_a_storage_error_on_another_file_names_that_file_not_the_one_being_written(tmp_path):
+    from metassl.files import storage_errors
+
+    out = tmp_path / "out" / "model.pt"
+    with pytest.raises(StorageError) as info:
+        with storage_errors(out, "export"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "cache" / "lib.so"))
+    assert str(info.value) == f"export: {tmp_path / 'cache' / 'lib.so'}: Permission denied"
+    with pytest.raises(StorageError) as info:
+        with storage_errors(out, "export"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out.with_name(".model.pt.tmp1")))
+    assert str(info.value) == f"export: cannot write {out}: No space left on device"
+
+
 def test_an_error_that_is_not_the_storage_s_keeps_its_type(tmp_path):
     with pytest.raises(ValueError):
         atomic_write(tmp_path / "x", lambda fh: (_ for _ in ()).throw(ValueError("ours")))
