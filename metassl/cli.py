@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from metassl.errors import ConfigError, MetasslError, storage_message
+from metassl.files import check_out_folder
 
 
 def cmd_train(args) -> int:
@@ -53,6 +54,9 @@ def cmd_train(args) -> int:
             if lock is not None:
                 lock.close()
     else:
+        if args.out is not None and not args.out.strip():
+            raise ConfigError(f"train: --out {args.out!r} names no folder; give one, or leave --out out for "
+                              "runs/<dataset>-<method>-...")
         cfg = config_mod.anchored(config_mod.load_config(args.config, args.overrides))
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
         claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
@@ -111,6 +115,7 @@ def cmd_bench(args) -> int:
             raise ConfigError(f"bench speed: {what} does not apply; speed takes its settings from its own options "
                               "(--model, --batch-size, ...), a row's keys from --methods METHOD:key=value, "
                               "and threads from OMP_NUM_THREADS")
+        check_out_folder(Path(args.out), f"bench speed: --out {args.out}")
         if args.dry_run:
             print("\n".join(speed.row_variants(args.methods)))
             return 0

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from metassl.errors import STORAGE_ERRNOS, MetasslError, StorageError, os_error_in
+from metassl.errors import STORAGE_ERRNOS, ConfigError, MetasslError, StorageError, os_error_in
 
 
 @contextmanager
@@ -61,3 +61,15 @@ def append_line(path: Path, line: str) -> None:
     disk or no permission is a StorageError naming the file."""
     with storage_errors(path), open(path, "a") as fh:
         fh.write(line + "\n")
+
+
+def check_out_folder(path: Path, what: str) -> None:
+    """Refuse ``path`` as a folder to write into (``what``: how the user gave it, ``bench: --out
+    DIR``) when it, or a folder above it, is a file: found before any work, not at the end."""
+    for where in (path, *path.parents):
+        if where.exists():
+            if where.is_dir():
+                return
+            if where == path:
+                raise ConfigError(f"{what} is a file; give a folder")
+            raise ConfigError(f"{what}: {where} is a file, not a folder")

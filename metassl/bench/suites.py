@@ -33,7 +33,7 @@ from metassl.bench import paired
 from metassl.engine import rundir
 from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
-from metassl.files import atomic_write_text
+from metassl.files import atomic_write_text, check_out_folder
 from metassl.report import records
 from metassl.errors import ConfigError, MetasslError, did_you_mean
 
@@ -407,8 +407,9 @@ def run_suite(name_or_path: str, out: Path, *, dry_run: bool = False, overrides:
     """Train the suite's unfinished runs (those matching ``only``, if given) and tabulate every
     finished run in ``out``, with the runs of the ``include`` results files that ``out`` lacks."""
     name, suite = load_suite(name_or_path)
-    if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError(f"bench: --out {out} is a file; give a folder (new or a suite's output)")
+    if out is not None:
+        check_out_folder(out, f"bench: --out {out}")
+        check_suite_files(out)
     check_overrides(name, expand(suite), overrides)
     resolved = resolve_runs(name, suite, overrides)
     runs = [flat for flat, _ in resolved]
@@ -483,14 +484,28 @@ def included_rows(files: list[Path], resolved: list[tuple[dict, config_mod.Train
                 and isinstance(r.get("overrides"), dict) for r in data):
             raise ConfigError(f"bench: --include {f}: not a suite's results.json (a list of runs, each with "
                               "name, overrides and test_error)")
+        for r in data:
+            _check_row(r, f)
         mine = [r for r in data if r["name"] in expected]
         if data and not mine:
             raise ConfigError(f"bench: --include {f}: none of its {len(data)} runs is a run of suite {suite}")
         for r in mine:
             want, inert = expected[r["name"]]
-            _same_experiment(want, r.get("config") or {}, f"--include {f}: run {r['name']}", suite, inert)
+            _same_experiment(want, r["config"], f"--include {f}: run {r['name']}", suite, inert)
             rows.setdefault(r["name"], r)
     return rows
+
+
+def _check_row(row: dict, source: Path) -> None:
+    """Refuse an included row whose figures are not numbers, or that records no config (its
+    settings could not be checked against the suite's, nor shown in the table)."""
+    what = f"bench: --include {source}: run {row['name']}"
+    if not isinstance(row.get("config"), dict):
+        raise ConfigError(f"{what} records no config (a mapping of the settings it was trained with)")
+    for key, value in row.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key.endswith(("_error", "_seconds")) and not (number or (value is None and key != "test_error")):
+            raise ConfigError(f"{what}: {key}={json.dumps(value)} is not a number")
 
 
 def _inert(cfg: config_mod.TrainConfig) -> set[str]:
@@ -548,6 +563,23 @@ def tabulate(name_or_path: str, out: Path, jobs: int = 1, include: list[Path] | 
                        jobs if at_once is None else at_once)
     atomic_write_text(out / "table.md", table)
     return table
+
+
+def check_suite_files(out: Path) -> None:
+    """Refuse an --out folder holding a results.json or table.md that no suite wrote: the suite
+    writes its own there."""
+    results, table = out / "results.json", out / "table.md"
+    if results.is_file():
+        try:
+            rows = json.loads(results.read_text())
+        except (OSError, ValueError):
+            rows = None
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and "name" in r for r in rows)):
+            raise ConfigError(f"bench: --out {out} holds a results.json that no suite wrote; the suite writes "
+                              "its own there, so give another folder")
+    elif table.is_file():
+        raise ConfigError(f"bench: --out {out} holds a table.md but no suite's results.json; the suite writes "
+                          "its own table.md there, so give another folder")
 
 
 RECENT = 3  # evaluations a row's convergence is judged on (their span: the largest minus the smallest)

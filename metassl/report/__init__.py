@@ -14,6 +14,10 @@ def report_kind(path: Path) -> str:
     if (path / "results.json").is_file():
         return "suite"
     if (path / "config.yaml").is_file():
+        from metassl.engine.rundir import foreign_config
+        if foreign_config(path):
+            raise CheckpointError(f"report: {path} holds a config.yaml that is not a metassl run's; a report "
+                                  "writes report.md and report.html there, so give a run directory")
         return "run"
     if not path.is_dir():
         raise CheckpointError(f"report: {path} is a file; give a run directory or a suite's --out folder")

@@ -220,9 +220,20 @@ def test_bad_included_files_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"dict.json: not a suite's results.json"):
         suites.tabulate(str(path), tmp_path / "o", include=[tmp_path / "dict.json"])
     (tmp_path / "other.json").write_text(json.dumps([{"name": "method=vat,seed=0", "overrides": {"method": "vat"},
-                                                       "test_error": 1.0}]))
+                                                       "test_error": 1.0, "config": {}}]))
     with pytest.raises(ConfigError, match=r"other.json: none of its 1 runs is a run of suite tiny"):
         suites.run_suite(str(path), tmp_path / "o", include=[tmp_path / "other.json"])
+    assert not (tmp_path / "o").exists()
+    # a row whose figures are not numbers, or that records no config, before anything is written
+    row = {"name": "method=supervised,seed=0", "overrides": {"method": "supervised"}, "test_error": 1.0, "config": {}}
+    for bad, needle in (({"test_error": "abc"}, 'test_error="abc" is not a number'),
+                        ({"wall_seconds": "x"}, 'wall_seconds="x" is not a number'),
+                        ({"test_error": None}, "test_error=null is not a number"),
+                        ({"config": None}, "records no config")):
+        (tmp_path / "rows.json").write_text(json.dumps([{**row, **bad}]))
+        with pytest.raises(ConfigError, match=re.escape(f"rows.json: run method=supervised,seed=0{'' if 'config' in bad else ':'}")
+                           + ".*" + re.escape(needle)):
+            suites.run_suite(str(path), tmp_path / "o", include=[tmp_path / "rows.json"])
     assert not (tmp_path / "o").exists()
     # A run of the same name from another experiment (another suite, other settings) is refused,
     # unless this invocation's overrides make the settings the same; how it ran may differ.
@@ -405,7 +416,27 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("keep")
     with pytest.raises(ConfigError, match="--out .*afile is a file; give a folder"):
         suites.run_suite(str(write_suite(tmp_path)), tmp_path / "afile", only=["seed=0"])
+    with pytest.raises(ConfigError, match=f"--out .*afile/sub: {tmp_path / 'afile'} is a file, not a folder"):
+        suites.run_suite(str(write_suite(tmp_path)), tmp_path / "afile" / "sub", only=["seed=0"])
     assert (tmp_path / "afile").read_text() == "keep"
+    # found before the timing, not after it
+    from metassl.cli import main
+    assert main(["bench", "speed", "--out", str(tmp_path / "afile"), "--model", "mlp", "--methods", "supervised",
+                 "--rounds", "1"]) == 2
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+@pytest.mark.parametrize("files", [{"results.json": '{"my": "results"}\n'}, {"results.json": "not json"},
+                                   {"table.md": "| my | table |\n"}])
+def test_a_results_json_or_table_md_no_suite_wrote_is_refused_and_kept(tmp_path, files):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(ConfigError, match=f"--out {out} holds a (results.json that no suite wrote|table.md but no "
+                                          "suite's results.json)"):
+        suites.run_suite(str(write_suite(tmp_path)), out, only=["seed=0"])
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
 
 
 def test_only_picks_runs_by_the_setting_the_table_shows_and_repeated_only_flags_combine(tmp_path, capsys):

@@ -187,11 +187,18 @@ def test_suite_report_has_the_table_with_paper_numbers_and_error_vs_labels(suite
 
 
 def test_bad_directories_are_one_line_errors(cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("method: mixup\nsteps: 5\n")
+    (mine / "report.md").write_text("my notes\n")
     for target, message in ((tmp_path / "missing", "does not exist"),
-                            (tmp_path, "neither a run directory")):
+                            (tmp_path, "neither a run directory"),
+                            (mine, "holds a config.yaml that is not a metassl run's")):
         proc = cli("report", str(target))
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "report.md"]
+    assert (mine / "report.md").read_text() == "my notes\n"
 
 
 def test_malformed_run_files_name_the_file_and_line(run_dir, tmp_path):
