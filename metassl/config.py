@@ -264,12 +264,20 @@ def _check_range(value: Any, meta: typing.Mapping, key: str) -> None:
         raise ConfigError(f"config: {key}={value!r} is out of range: must be <= {hi}")
 
 
+def _keyed(exc: ConfigError, key: Optional[str]) -> ConfigError:
+    """``exc`` marked as the fault of ``key`` (where it has no key yet), so that a config file
+    holding that key is named in the message."""
+    if key and getattr(exc, "key", None) is None:
+        exc.key = key
+    return exc
+
+
 def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
     """Validate a mapping against dataclass ``cls`` (recursively) and return an instance."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {prefix or 'config'} must be a mapping, got {data!r}")
+        raise _keyed(ConfigError(f"config: {prefix or 'config'} must be a mapping, got {data!r}"), prefix or None)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     kwargs = {}
@@ -444,12 +452,13 @@ def _check_schedule(s: ScheduleConfig) -> None:
     for key in ("milestones", "milestones_fraction"):
         points = getattr(s, key)
         if points and s.name != "step":
-            raise ConfigError(f"config: schedule.{key}={points} applies only to schedule.name=step, "
-                              f"not {s.name}; drop it or set schedule.name=step")
+            raise _keyed(ConfigError(f"config: schedule.{key}={points} applies only to schedule.name=step, "
+                                     f"not {s.name}; drop it or set schedule.name=step"), f"schedule.{key}")
         if any(b <= a for a, b in zip(points, points[1:])):
-            raise ConfigError(f"config: schedule.{key}={points} must be increasing")
+            raise _keyed(ConfigError(f"config: schedule.{key}={points} must be increasing"), f"schedule.{key}")
     if any(not 0.0 <= f <= 1.0 for f in s.milestones_fraction):
-        raise ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie in [0, 1]")
+        raise _keyed(ConfigError(f"config: schedule.milestones_fraction={s.milestones_fraction}: each must lie "
+                                 "in [0, 1]"), "schedule.milestones_fraction")
 
 
 def check_new(cfg: TrainConfig, *, in_suite: bool = False) -> None:
@@ -504,24 +513,32 @@ def resolve(raw: dict) -> TrainConfig:
         raw["labels_per_class"] = None
     sections = {name: raw.pop(name) for name in list(raw) if name in METHODS}
     cfg = build_dataclass(TrainConfig, raw)
-    method_cls = METHODS.get(cfg.method)
-    MODELS.get(cfg.model)
+    try:
+        method_cls = METHODS.get(cfg.method)
+    except ConfigError as exc:
+        raise _keyed(exc, "method") from None
+    try:
+        MODELS.get(cfg.model)
+    except ConfigError as exc:
+        raise _keyed(exc, "model") from None
     if cfg.dataset not in DATASETS:
-        raise ConfigError(f"config: dataset={cfg.dataset!r} is unknown{did_you_mean(cfg.dataset, DATASETS)}; "
-                          f"choose from {', '.join(DATASETS)}")
+        raise _keyed(ConfigError(f"config: dataset={cfg.dataset!r} is unknown{did_you_mean(cfg.dataset, DATASETS)}; "
+                                 f"choose from {', '.join(DATASETS)}"), "dataset")
     for name, section in sections.items():
         built = build_dataclass(METHODS.get(name).Config, section, name)
         if name != cfg.method:
-            raise ConfigError(f"config: section {name!r} does not apply to method={cfg.method}; drop it, "
-                              f"or set method={name} (metassl config {cfg.method} lists this run's keys)")
+            raise _keyed(ConfigError(f"config: section {name!r} does not apply to method={cfg.method}; drop it, "
+                                     f"or set method={name} (metassl config {cfg.method} lists this run's keys)"),
+                         name)
         cfg.method_cfg = built
     if cfg.method_cfg is None:
         cfg.method_cfg = method_cls.Config()
     plugin = getattr(cfg.method_cfg, "meta_gradient", False)
     if cfg.amp == "fp16" and (method_cls.meta_gradient or plugin):
         what = f"{cfg.method}.meta_gradient=true" if plugin else f"method={cfg.method}"
-        raise ConfigError(f"config: amp='fp16' does not suit {what}: its look-ahead gradients "
-                          "are taken without loss scaling and underflow in float16; use amp=bf16 or amp=off")
+        raise _keyed(ConfigError(f"config: amp='fp16' does not suit {what}: its look-ahead gradients "
+                                 "are taken without loss scaling and underflow in float16; use amp=bf16 or amp=off"),
+                     "amp")
     return cfg
 
 
@@ -560,9 +577,11 @@ def load_config(paths: str | Path | list | None, overrides: list[str]) -> TrainC
             if typed is not None:
                 raise typed from None
         source = next((p for p, tree in reversed(trees) if _holds(tree, key)), None) if key else None
-        if source is None or _holds(extra, key) or not str(exc).startswith("config: "):
+        # the message without its prefix: "config: " or, of a registry (methods, models), the key's
+        prefix = next((f for f in ("config: ", f"{key}: ") if str(exc).startswith(f)), None)
+        if source is None or _holds(extra, key) or prefix is None:
             raise
-        named = ConfigError(f"config: {source}: {str(exc)[len('config: '):]}")
+        named = ConfigError(f"config: {source}: {str(exc)[len(prefix):]}")
         named.key = key
         raise named from None
 

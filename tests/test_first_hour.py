@@ -111,6 +111,23 @@ def test_several_config_files_merge_in_order_and_name_the_file_of_a_bad_value(tm
 
 
 @pytest.mark.parametrize("text, message", [
+    ("fixmatch: 5\n", "fixmatch must be a mapping, got 5"),
+    ("method: fixmach\n", "unknown method 'fixmach' (did you mean 'fixmatch'?)"),
+    ("model: mlpp\n", "unknown model 'mlpp' (did you mean 'mlp'?)"),
+    ("dataset: digitz\n", "dataset='digitz' is unknown (did you mean 'digits'?)"),
+    ("method: mixup\nfixmatch: {threshold: 0.9}\n", "section 'fixmatch' does not apply to method=mixup"),
+    ("method: meta_pl\namp: fp16\n", "amp='fp16' does not suit method=meta_pl"),
+    ("schedule: {milestones: [1, 2]}\n", "schedule.milestones=[1, 2] applies only to schedule.name=step"),
+])
+def test_every_bad_value_of_a_file_is_named_with_its_file(tmp_path, text, message):
+    (tmp_path / "ok.yaml").write_text("lr: 0.05\n")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.load_config([tmp_path / "ok.yaml", tmp_path / "c.yaml"], [])
+    assert str(info.value).startswith(f"config: {tmp_path / 'c.yaml'}: {message}"), str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
     ("mixup.alpha: 0.4\nmixup:\n  alpha: 0.3\n", "key mixup.alpha is given twice"),
     ("mixup: 3\nmixup.alpha: 1\n", "mixup is set to a value"),
     ("schedule..name: cosine\n", "has an empty part"),
