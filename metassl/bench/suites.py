@@ -324,14 +324,15 @@ def select_runs(runs: list[dict], only: list[str] | None, resolved: list[dict] |
 
     for key in wanted:
         if key not in keys:
-            raise ConfigError(f"bench: --only {key}: not a key of this suite's runs; they vary "
+            raise ConfigError(f"bench: --only {key}: not a key of this suite's runs{did_you_mean(key, keys)}; they vary "
                               f"{', '.join(sorted(keys))} (an override for every run goes before --only)")
         have = [v for i in range(len(runs)) for v in sorted(values(i, key))]
         for value in wanted[key]:
             if json.dumps(value) not in have:
                 shown = ", ".join(_written(json.loads(v)) for v in dict.fromkeys(have))
+                hint = did_you_mean(value, [json.loads(v) for v in have]) if isinstance(value, str) else ""
                 raise ConfigError(f"bench: --only {key}={_written(value)}: no run of the suite "
-                                  f"has it (its runs have {key}: {shown})")
+                                  f"has it{hint} (its runs have {key}: {shown})")
     picked = [r for i, r in enumerate(runs)
               if all(values(i, k) & {json.dumps(v) for v in vals} for k, vals in wanted.items())]
     if not picked:

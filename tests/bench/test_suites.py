@@ -137,8 +137,10 @@ def test_only_trains_the_matching_runs_and_the_table_grows_with_each_part(tmp_pa
     assert "| supervised" in table and "| mixup" not in table and "the last checkpoint" in table
     suites.run_suite(str(path), out, only=["seed=0,1", "method=mixup,supervised"])
     assert len(json.loads((out / "results.json").read_text())) == 4
-    with pytest.raises(ConfigError, match="--only methd: not a key"):
+    with pytest.raises(ConfigError, match=r"--only methd: not a key of this suite's runs \(did you mean 'method'\?\)"):
         suites.run_suite(str(path), out, only=["methd=mixup"])
+    with pytest.raises(ConfigError, match=r"--only method=mixpu: no run of the suite has it \(did you mean 'mixup'\?\)"):
+        suites.run_suite(str(path), out, only=["method=mixpu"])
     for only in (["method=vat"], ["method=supervised,vat"]):  # a value no run has is not dropped silently
         with pytest.raises(ConfigError, match="--only method=vat: no run of the suite has it .*supervised, mixup"):
             suites.run_suite(str(path), out, only=only)
