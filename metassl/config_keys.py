@@ -96,10 +96,15 @@ def _type(tp: Any, meta: typing.Mapping) -> str:
     if lo is None and hi is None:
         return name
     if lo is not None and hi is not None:
-        return f"{name} in {'(' if meta.get('lo_open') else '['}{lo:g}, {hi:g}]"
+        return f"{name} in {'(' if meta.get('lo_open') else '['}{_number(lo)}, {_number(hi)}]"
     if lo is not None:
-        return f"{name} {'>' if meta.get('lo_open') else '>='} {lo:g}"
-    return f"{name} <= {hi:g}"
+        return f"{name} {'>' if meta.get('lo_open') else '>='} {_number(lo)}"
+    return f"{name} <= {_number(hi)}"
+
+
+def _number(value: float) -> str:
+    """A bound as written: a whole number exactly (the seed's 4294967295), others short."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _default(f: dataclasses.Field) -> Any:

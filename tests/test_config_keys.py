@@ -82,6 +82,7 @@ def test_cli_config_lists_the_methods_keys_with_type_default_and_meaning(cli):
     assert threshold[1:5] == ["float", "in", "[0,", "1]"] and threshold[5].startswith("0.95 ")
     assert "confidence" in threshold[5]
     assert rows["method"].split()[2] == "fixmatch"
+    assert rows["seed"].split()[1:5] == ["int", "in", "[0,", "4294967295]"]  # a whole bound exactly
     for key in ("dataset", "steps", "lr", "schedule.name", "augment.flip", "amp", "fixmatch.lambda_u"):
         assert key in rows, key
     assert not any(k.startswith("mixup.") for k in rows)
