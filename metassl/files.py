@@ -25,8 +25,9 @@ def storage_errors(path, command: str = "") -> Iterator[None]:
             raise
         prefix = f"{command}: " if command else ""
         other = cause.filename
-        if other is not None and Path(os.fsdecode(other)).parent.resolve() != Path(path).parent.resolve():
-            # a file elsewhere, which the writer may have been reading: named as it is, not as `path`
+        if other is not None and not Path(os.fsdecode(other)).resolve().is_relative_to(Path(path).resolve().parent):
+            # a file elsewhere (not `path`, its temporary sibling or a file inside it), which the
+            # writer may have been reading: named as it is, not as `path`
             raise StorageError(f"{prefix}{os.fsdecode(other)}: {cause.strerror}") from None
         raise StorageError(f"{prefix}cannot write {path}: {cause.strerror}") from None
 

@@ -173,7 +173,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"fit: y has only one class, {classes.tolist()[0]!r}{besides}; a classifier "
                              "needs two or more classes")
         # an empty X_unlabeled is none
-        given = X_unlabeled is not None and np.shape(X_unlabeled)[:1] != (0,)
+        given = X_unlabeled is not None and not (hasattr(X_unlabeled, "__len__") and len(X_unlabeled) == 0)
         xu = _array(X_unlabeled, "X_unlabeled") if given else x[:0]
         if xu.shape[1:] != x.shape[1:]:
             raise InputError(f"fit: X_unlabeled examples have shape {_shape(xu.shape[1:])} but X's "

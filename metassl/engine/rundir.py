@@ -66,7 +66,7 @@ def foreign_config(path: Path) -> bool:
 
 
 def stray_run_files(path: Path) -> list[str]:
-    """The files in ``path`` named as a run's are when no run's config.yaml is there (every run
+    """The files in ``path`` that bear a run file's name while no config.yaml is there (every run
     writes one first): they are the user's, and a new run must not replace them."""
     if not path.is_dir() or (path / "config.yaml").exists():
         return []

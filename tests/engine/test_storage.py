@@ -62,6 +62,11 @@ def test_a_storage_error_on_another_file_names_that_file_not_the_one_being_writt
         with storage_errors(out, "export"):
             raise OSError(errno.ENOSPC, "No space left on device", str(out.with_name(".model.pt.tmp1")))
     assert str(info.value) == f"export: cannot write {out}: No space left on device"
+    board = tmp_path / "run" / "tensorboard"  # a file inside the folder being written is that folder's
+    with pytest.raises(StorageError) as info:
+        with storage_errors(board):
+            raise OSError(errno.ENOSPC, "No space left on device", str(board / "events.out.tfevents.1.host"))
+    assert str(info.value) == f"cannot write {board}: No space left on device"
 
 
 def test_an_error_that_is_not_the_storage_s_keeps_its_type(tmp_path):
