@@ -117,7 +117,8 @@ def cmd_bench(args) -> int:
                               "and threads from OMP_NUM_THREADS")
         check_out_folder(Path(args.out), f"bench speed: --out {args.out}")
         if args.dry_run:
-            print("\n".join(speed.row_variants(args.methods)))
+            print("\n".join(speed.check_rows(args.model, args.methods, (args.channels, args.image_size,
+                                                                         args.image_size))))
             return 0
         rows = speed.run_speed(Path(args.out), model=args.model, methods=args.methods,
                                batch_size=args.batch_size, rounds=args.rounds, device=args.device,

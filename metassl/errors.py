@@ -98,7 +98,8 @@ def memory_asked(exc: BaseException) -> Optional[str]:
         return "an unknown amount"
     amount = found.group(1)
     if amount.endswith("bytes"):
-        return f"{int(amount.split()[0]) / 2**30:.2f} GiB"
+        count = int(amount.split()[0])
+        return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.2f} MiB"
     return amount
 
 

@@ -152,6 +152,11 @@ def test_a_suite_base_with_several_methods_sections_gives_each_run_its_own(tmp_p
     path.write_text(yaml.safe_dump({**suite, "grid": {"method": ["supervised", "mixup"]}}))
     with pytest.raises(ConfigError, match="base section 'vat' is for method vat, which no run trains"):
         suites.run_suite(str(path), None, dry_run=True)
+    # a section given on the command line is named as the override it is, not as the suite's
+    path.write_text(yaml.safe_dump({**suite, "base": {"dataset": "digits"}, "grid": {"method": ["supervised"]}}))
+    with pytest.raises(ConfigError, match=r"suite s: override vat.eps=\.\.\. is for method vat, which no run trains "
+                                          r"\(they train supervised\)"):
+        suites.run_suite(str(path), None, dry_run=True, overrides=["vat.eps=1"])
 
 
 def test_shipped_suites_resolve_each_run_with_its_own_section():

@@ -39,7 +39,7 @@ from metassl.data.stream import IndexStream
 from metassl.engine import compiling
 from metassl.engine.allocator import keep_freed_memory
 from metassl.engine.setup import autocast_for, pick_device, use_channels_last
-from metassl.errors import ConfigError
+from metassl.errors import ConfigError, out_of_memory_as
 from metassl.methods import METHODS, Batch, TrainContext
 from metassl.models import create_model
 
@@ -202,24 +202,25 @@ def row_variants(methods: list[str] | None = None) -> dict[str, Variant]:
     return {name: variant(name) for name in methods or METHODS.names() + list(REFERENCES)}
 
 
-def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
-              rounds: int = 20, warmup: int = 3, device: str = "auto",
-              channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28),
-              profile_steps: int = 0) -> list[dict]:
-    """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width);
-    with ``profile_steps``, profile that many more steps of each row (``bench.profile``)."""
-    dev = pick_device(device)
-    channels_last = use_channels_last(channels_last, dev)
-    variants = row_variants(methods)
-    names = list(variants)
-    bench = Bench(model, batch_size, dev, shape=shape, channels_last=channels_last)
-    instances = {name: bench.method(name) for name in names}
+def check_rows(model: str, methods: list[str] | None, shape: tuple[int, int, int]) -> list[str]:
+    """The names of the rows a run would time, after checking them and that ``model`` is built on
+    ``shape`` images (what ``--dry-run`` lists): a bad row or model is the same one-line error a
+    timing run gives."""
+    names = list(row_variants(methods))
+    create_model(model, shape[0], 10, shape[1])
+    return names
+
+
+def _time_rows(bench: Bench, instances: dict, rounds: int, warmup: int, doing: list[str]):
+    """Round-robin timings of every row after ``warmup`` steps: (seconds per row, compile seconds
+    per row, data-pipeline seconds, CUDA peak MB per row); ``doing[0]`` names the row being run."""
+    names, dev = list(instances), bench.device
     times: dict[str, list[float]] = {name: [] for name in names}
     compile_s = {name: 0.0 for name in names}
-    data_times = []
-    peaks = {}
+    data_times, peaks = [], {}
 
     def timed(name: str, step: int) -> float:
+        doing[0] = f"timing row {name}"
         if not bench.compiled[name]:
             return bench.step(instances[name], step)
         before = compiling.compile_seconds()
@@ -237,7 +238,30 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
             times[name].append(timed(name, warmup + r))
             if dev.type == "cuda" and r == 0:
                 peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
+        doing[0] = "drawing the data"
         data_times.append(bench.data_step())
+    return times, compile_s, data_times, peaks
+
+
+def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = None, batch_size: int = 64,
+              rounds: int = 20, warmup: int = 3, device: str = "auto",
+              channels_last: Optional[bool] = None, shape: tuple[int, int, int] = (1, 28, 28),
+              profile_steps: int = 0) -> list[dict]:
+    """Time ``methods`` (rows, see ``variant``) on synthetic ``shape`` images (channels, height, width);
+    with ``profile_steps``, profile that many more steps of each row (``bench.profile``)."""
+    dev = pick_device(device)
+    channels_last = use_channels_last(channels_last, dev)
+    variants = row_variants(methods)
+    names = list(variants)
+    doing = ["building the model and the synthetic data"]  # what ran out of memory, if anything does
+    with out_of_memory_as(lambda asked: f"bench speed: out of memory on {dev} {doing[0]} at --batch-size "
+                                        f"{batch_size} (an allocation of {asked} failed): lower --batch-size"):
+        bench = Bench(model, batch_size, dev, shape=shape, channels_last=channels_last)
+        instances = {}
+        for name in names:
+            doing[0] = f"building row {name}"
+            instances[name] = bench.method(name)
+        times, compile_s, data_times, peaks = _time_rows(bench, instances, rounds, warmup, doing)
     if dev.type != "cuda":
         peaks = {name: _peak_mb_subprocess(name, model, batch_size, channels_last, shape) for name in names}
     median_ms = {name: statistics.median(times[name]) * 1000 for name in names}

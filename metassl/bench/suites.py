@@ -314,18 +314,24 @@ def select_runs(runs: list[dict], only: list[str] | None, resolved: list[dict] |
     """The runs whose settings match every ``--only`` filter (all runs without filters). With
     ``resolved`` (each run's flat resolved config, in order), a value matches the run's resolved
     setting too: ``fixmatch.meta_gradient=false`` picks the runs that leave it at its default,
-    as the table shows them."""
+    as the table shows them, and ``labels_per_class=100`` a setting of the suite's base. A key of
+    a method's section picks only runs of that method: the others have no such setting."""
     wanted = parse_only(only)
-    keys = {k for r in runs for k in r}
     settled = resolved or [{} for _ in runs]
+    grid = {k for r in runs for k in r}
+    keys = grid | {k for r in settled for k in r}
 
     def values(i: int, key: str) -> set[str]:
-        return {json.dumps(runs[i].get(key))} | ({json.dumps(settled[i][key])} if key in settled[i] else set())
+        if key in runs[i]:  # the grid's value, and the resolved one it stands for (null: the default)
+            return {json.dumps(runs[i][key])} | ({json.dumps(settled[i][key])} if key in settled[i] else set())
+        if key in settled[i]:  # a key other runs set left at its default: the table shows '-' (null)
+            return {json.dumps(settled[i][key])} | ({"null"} if key in grid else set())
+        return set() if resolved else {"null"}
 
     for key in wanted:
         if key not in keys:
             raise ConfigError(f"bench: --only {key}: not a key of this suite's runs{did_you_mean(key, keys)}; they vary "
-                              f"{', '.join(sorted(keys))} (an override for every run goes before --only)")
+                              f"{', '.join(sorted(grid))} (an override for every run goes before --only)")
         have = [v for i in range(len(runs)) for v in sorted(values(i, key))]
         for value in wanted[key]:
             if json.dumps(value) not in have:
@@ -353,22 +359,28 @@ def own_sections(base: dict, method: str) -> dict:
     return {key: value for key, value in base.items() if key == method or key not in METHODS}
 
 
-def check_base_sections(name: str, base: dict, runs: list[dict]) -> None:
-    """A ``base`` section of a method that no run of the suite trains is an error naming it."""
+def check_base_sections(name: str, base: dict, runs: list[dict], overrides: dict | None = None) -> None:
+    """A section of a method that no run of the suite trains, in its ``base`` or among the
+    command's ``overrides``, is an error naming it and where it was set."""
     from metassl.methods import METHODS
 
-    trained = {r.get("method", base.get("method", config_mod.TrainConfig.method)) for r in runs}
-    for key in base:
-        if key in METHODS and key not in trained:
-            raise ConfigError(f"bench: suite {name}: base section {key!r} is for method {key}, which no run "
-                              f"trains (they train {', '.join(sorted(trained))})")
+    overrides = overrides or {}
+    trained = {r.get("method", overrides.get("method", base.get("method", config_mod.TrainConfig.method)))
+               for r in runs}
+    for where, keys in (("base section", base), ("override", overrides)):
+        for key in keys:
+            if key in METHODS and key not in trained:
+                shown = f"{next(iter(flatten({key: keys[key]})), key)}=..." if where == "override" else repr(key)
+                raise ConfigError(f"bench: suite {name}: {where} {shown} is for method {key}, which no run "
+                                  f"trains (they train {', '.join(sorted(trained))})")
 
 
 def resolve_runs(name: str, suite: dict, overrides: list[str] | None = None) -> list[tuple[dict, config_mod.TrainConfig]]:
     """Each run of the suite (its grid settings) with its resolved config, under ``overrides``."""
-    base = config_mod.merge(suite.get("base") or {}, config_mod.parse_overrides(overrides or []))
+    given = config_mod.parse_overrides(overrides or [])
+    base = config_mod.merge(suite.get("base") or {}, given)
     runs = expand(suite)
-    check_base_sections(name, base, runs)
+    check_base_sections(name, suite.get("base") or {}, runs, given)
     resolved = []
     for flat in runs:
         raw = own_sections(base, flat.get("method", base.get("method", config_mod.TrainConfig.method)))

@@ -7,6 +7,7 @@ and the feature figures of one run. A figure a run cannot have is replaced by a 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -305,11 +306,7 @@ def build_report(path: Path, kind: str, tsne_points: Optional[int] = None) -> tu
             for name in ("report.md", "report.html"):
                 (staging / name).write_text(to_markdown(doc) if name == "report.md" else to_html(doc, staging))
             # Figures of an earlier report that this one skips must not linger beside it.
-            for name in [*FILES.values(), "report.md", "report.html"]:
-                if (staging / name).exists():
-                    os.replace(staging / name, path / name)
-                else:
-                    (path / name).unlink(missing_ok=True)
+            _swap_in(staging, path, [*FILES.values(), "report.md", "report.html"])
         except OSError as exc:
             named = str(exc.filename2 or exc.filename or "")
             where = named if named and not named.startswith(str(staging)) else path
@@ -317,6 +314,33 @@ def build_report(path: Path, kind: str, tsne_points: Optional[int] = None) -> tu
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(path / "report.html"), skipped_items(doc)
+
+
+def _swap_in(staging: Path, path: Path, names: list[str]) -> None:
+    """Replace the files ``names`` of ``path`` by those of ``staging``, removing the ones staging
+    lacks: all of them or, where a file cannot be moved, none (the earlier ones are put back)."""
+    for name in names:
+        if (path / name).is_dir() and not (path / name).is_symlink():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path / name))
+    aside = Path(tempfile.mkdtemp(prefix=".report-old-", dir=path))
+    moved, placed = [], []
+    try:
+        for name in names:
+            if os.path.lexists(path / name):
+                os.replace(path / name, aside / name)
+                moved.append(name)
+        for name in names:
+            if (staging / name).exists():
+                os.replace(staging / name, path / name)
+                placed.append(name)
+    except OSError:
+        for name in placed:
+            (path / name).unlink(missing_ok=True)
+        for name in moved:
+            os.replace(aside / name, path / name)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside)
 
 
 def skipped_items(doc: Document) -> list[Skipped]:

@@ -90,6 +90,11 @@ def test_speed_dry_run_lists_the_rows_and_times_nothing(cli, tmp_path):
     assert not out.exists()
     bad = cli("bench", "speed", "--out", str(out), "--dry-run", "--methods", "mixup:alpah=1")
     assert bad.returncode == 2 and "alpah" in bad.stderr and "Traceback" not in bad.stderr
+    # the model is checked as a timing run checks it: a misspelt name, or images too small for it
+    for extra, said in ((["--model", "cnn4"], "unknown model 'cnn4' (did you mean 'cnn3'?)"),
+                        (["--model", "wrn28_2", "--image-size", "4"], "image_size must be an integer >= 8")):
+        bad = cli("bench", "speed", "--out", str(out), "--dry-run", "--methods", "supervised", *extra)
+        assert bad.returncode == 2 and said in bad.stderr and "Traceback" not in bad.stderr
     # a suite's key=value or --only would be silently ignored by the timings: refused
     for extra in (["threads=1"], ["--only", "method=mixup"]):
         bad = cli("bench", "speed", "--out", str(out), "--methods", "supervised", "--rounds", "2", *extra)

@@ -460,6 +460,30 @@ def test_only_picks_runs_by_the_setting_the_table_shows_and_repeated_only_flags_
     assert capsys.readouterr().out.split() == ["fixmatch.meta_gradient=True,method=fixmatch,seed=0"]
 
 
+def test_only_with_a_methods_key_picks_that_methods_runs_and_a_base_key_matches_its_value(tmp_path):
+    suite = {**{k: v for k, v in SUITE.items() if k != "grid"}, "paper": [],
+             "runs": [{"method": "supervised"}, {"method": "fixmatch"},
+                      {"method": "fixmatch", "fixmatch": {"meta_gradient": True}}, {"method": "pseudo_label"},
+                      {"method": "pseudo_label", "pseudo_label": {"meta_gradient": True}}]}
+    path = write_suite(tmp_path, suite)
+
+    def picked(*only):
+        return suites.run_suite(str(path), None, dry_run=True, only=[*only, "seed=0"]).split()
+
+    # runs of other methods have no fixmatch.meta_gradient: neither =null nor =true picks them
+    assert picked("fixmatch.meta_gradient=null") == ["method=fixmatch,seed=0"]
+    assert picked("fixmatch.meta_gradient=false") == ["method=fixmatch,seed=0"]
+    assert picked("fixmatch.meta_gradient=true") == ["fixmatch.meta_gradient=True,method=fixmatch,seed=0"]
+    assert picked("pseudo_label.meta_gradient=true") == [
+        "method=pseudo_label,pseudo_label.meta_gradient=True,seed=0"]
+    # a setting of the suite's base, as the run resolves it, is a key --only matches
+    assert len(picked("labels_per_class=5")) == 5
+    assert picked("labels_per_class=5", "method=supervised") == ["method=supervised,seed=0"]
+    with pytest.raises(ConfigError, match=r"--only labels_per_class=4: no run of the suite has it \(its runs "
+                                          r"have labels_per_class: 5\)"):
+        picked("labels_per_class=4")
+
+
 def test_an_interrupted_run_with_other_settings_is_refused_before_anything_trains(tmp_path):
     path = write_suite(tmp_path)
     run = tmp_path / "o" / "method=mixup,seed=0"

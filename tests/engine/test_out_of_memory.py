@@ -30,6 +30,9 @@ def test_the_allocators_messages_are_told_apart_from_other_errors():
                                   "of 79.15 GiB of which 3.12 GiB is free.")
     assert memory_asked(cuda) == "20.00 GiB"
     assert memory_asked(RuntimeError("MPS backend out of memory")) == "an unknown amount"
+    small = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                         "you tried to allocate 3145728 bytes. Error code 12 (Cannot allocate memory)")
+    assert memory_asked(small) == "3.00 MiB"
     assert memory_asked(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     with pytest.raises(OutOfMemory, match=r"^lower it: 20.00 GiB$"):
         with out_of_memory_as(lambda asked: f"lower it: {asked}"):
@@ -164,3 +167,21 @@ def test_a_fit_in_python_out_of_memory_says_what_to_lower_without_a_resume_it_ca
     assert text.startswith("SSLClassifier.fit: out of memory ") and "\n" not in text
     assert ("lower eval_batch_size (now 256)" if where == "evaluation" else "lower batch_size, use a smaller model") in text
     assert "--resume" not in text and "start the run again" not in text and "checkpoint" not in text
+
+
+def test_bench_speed_out_of_memory_names_the_row_and_the_batch_size(tmp_path, monkeypatch, capsys):
+    from metassl.bench import speed
+    real = speed.Bench.step
+
+    def step(self, method, i):
+        if i == 2:  # the third warm-up step
+            _allocate_too_much()
+        return real(self, method, i)
+
+    monkeypatch.setattr(speed.Bench, "step", step)
+    out = tmp_path / "speed"
+    assert cli.main(["bench", "speed", "--methods", "supervised", "--batch-size", "4", "--rounds", "1",
+                     "--model", "mlp", "--out", str(out)]) == 1
+    assert _error_line(capsys) == ("metassl: error: bench speed: out of memory on cpu timing row supervised at "
+                                   "--batch-size 4 (an allocation of 131072.00 GiB failed): lower --batch-size")
+    assert not out.exists()

@@ -1,7 +1,10 @@
 import base64
 import json
+import os
+import re
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from metassl import config
 from metassl.bench.suites import run_suite
 from metassl.engine.rundir import prepare_new
 from metassl.engine.trainer import Trainer
-from metassl.errors import CheckpointError
+from metassl.errors import CheckpointError, MetasslError
 from metassl.report import write_report
 from metassl.report import lambdas as lam_mod
 from metassl.report.build import FILES, errors_by_labels, varying_keys
@@ -259,6 +262,30 @@ def test_a_report_that_fails_leaves_the_earlier_one_as_it_was(run_dir, tmp_path)
         write_report(run, tsne_points=TSNE_POINTS)
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("fig_", "report."))}
     assert after == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".report-")]
+
+
+def test_a_report_that_cannot_replace_one_file_replaces_none(run_dir, tmp_path, monkeypatch):
+    from metassl.report import build
+
+    run = shutil.copytree(run_dir, tmp_path / "stuck")
+    write_report(run, tsne_points=TSNE_POINTS)
+    (run / "fig_tsne.png").unlink()  # a figure the next report adds
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("fig_", "report."))}
+    real, failed = os.replace, []
+
+    def replace(src, dst):
+        if Path(dst) == run / "report.md" and not failed:  # the new report.md cannot go in, once
+            failed.append(src)
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(build.os, "replace", replace)
+    with pytest.raises(MetasslError, match=f"report: cannot write {re.escape(str(run / 'report.md'))}: "
+                                           "Operation not permitted"):
+        write_report(run, tsne_points=TSNE_POINTS)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("fig_", "report."))}
+    assert after == before  # the earlier figures back in place, the new one not added
     assert not [p for p in run.iterdir() if p.name.startswith(".report-")]
 
 
