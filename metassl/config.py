@@ -468,6 +468,9 @@ def check_new(cfg: TrainConfig, *, in_suite: bool = False) -> None:
     read files."""
     _check_schedule(cfg.schedule)
     check_selection(cfg)
+    if cfg.data_root is not None and not str(cfg.data_root).strip():
+        raise _keyed(ConfigError(f"config: data_root={json.dumps(cfg.data_root)} names no file or folder; give "
+                                 "a path, or leave data_root unset for the dataset's own place"), "data_root")
     check_data_keys(cfg, skip=("data_root",) if in_suite else ())
     check = getattr(cfg.method_cfg, "check", None)
     if check is not None:

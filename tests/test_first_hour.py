@@ -85,6 +85,10 @@ def test_a_relative_data_root_is_saved_absolute_and_a_moved_one_can_be_given(cli
     moved = json.loads(cli("eval", str(run), "--data-root", str(tmp_path / "moved" / "blobs.npz"), check=True).stdout)
     assert moved["test_error"] == first["test_error"]
     _one_error(cli("train", "--out", "", "steps=2"), "train: --out '' names no folder")
+    # an empty data_root is no path either: not the working directory, nor the dataset's own place
+    _one_error(cli("train", "--out", str(tmp_path / "e"), "dataset=fashion_mnist", "data_root=", "steps=2"),
+               'config: data_root="" names no file or folder')
+    assert not (tmp_path / "e").exists()
     # a run on an embedded dataset has no data to point at
     digits = tmp_path / "digits"
     assert cli("train", "--out", str(digits), "dataset=digits", "model=mlp", "labels_per_class=5", "val_per_class=5", "steps=3",

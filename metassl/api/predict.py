@@ -46,9 +46,13 @@ class _Reader:
             raise DataError(f"data: run {self.run} was trained on feature vectors; pass them as an .npz "
                             f"with x of N x {len(self.vectors['mean'])} or a CSV table, not the image {path}")
         a = read_image(path, self.hw, self.read_channels)
-        if len(a) != self.channels:
+        if len(a) != self.channels and self.channels == 1:
             raise DataError(f"data: {path} is a colour image but run {self.run} was trained on "
                             "grayscale images")
+        if len(a) != self.channels:  # 2- or 4-channel arrays: no image file holds them as trained
+            raise DataError(f"data: {path} is an image file, read as {len(a)} channel{'s' if len(a) > 1 else ''}, "
+                            f"but run {self.run} was trained on {self.channels}-channel arrays; pass them as "
+                            f"an .npz with x of N x {self.channels} x H x W")
         # Pillow's buffer is read-only, and torch warns about tensors over one.
         return torch.from_numpy(np.array(a))
 
@@ -92,13 +96,15 @@ class _Reader:
 
 
 def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    img = Image.fromarray(a[0] if len(a) == 1 else a.transpose(1, 2, 0))
-    return to_array(img, hw, len(a))
+    """A uint8 C,H,W array resized to ``hw`` channel by channel, whatever its channel count."""
+    return np.stack([to_array(Image.fromarray(channel), hw, 1)[0] for channel in a])
 
 
 def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, one input) for every image or array row named by `inputs`, in order."""
     for path in inputs:
+        if not path.exists():
+            raise DataError(f"data: {path} does not exist")
         if path.is_dir():
             skipped: list[Path] = []
             unreadable: list[Path] = []
@@ -119,10 +125,8 @@ def _items(inputs: list[Path], reader: _Reader) -> Iterator[tuple[str, torch.Ten
         elif path.suffix.lower() == ".csv" and path.is_file():
             for i, row in enumerate(reader.table(path)):
                 yield f"{path}:{i}", row
-        elif path.is_file():
-            yield str(path), reader.image(path)
         else:
-            raise DataError(f"data: {path} does not exist")
+            yield str(path), reader.image(path)
 
 
 def predict_to_csv(run: Path, inputs: list[Path], out: Path, batch_size: int = 256,

@@ -34,6 +34,13 @@ def _row_classes(path: Path, rows: list) -> tuple[list[str], dict[str, int]]:
     classes = _natural(sorted({label for _, _, label, split in rows if split == "train" and label}))
     if not classes:
         raise DataError(f"data: {path} has no labeled training rows")
+    by_value: dict[float, str] = {}
+    for line, _, label, _ in rows:
+        if label and _is_number(label):
+            first = by_value.setdefault(float(label), label)
+            if first != label:  # '0' and '0.0' would be two classes
+                raise DataError(f"data: {path} line {line}: labels {first!r} and {label!r} are one number written "
+                                f"two ways; write each class's label one way (as text they would be two classes)")
     return classes, {name: c for c, name in enumerate(classes)}
 
 
@@ -81,9 +88,16 @@ def load_csv(path: Path, image_size: Optional[int] = 32, channels: Optional[int]
             name, label = cells[columns["path"]], cells[columns["label"]]
             split = _row_split(path, line, cells[columns["split"]] if "split" in columns else "", label)
             file = path.parent / name
+            if name and file.is_dir():
+                raise DataError(f"data: {path} line {line}: {name!r} is a folder ({file}); each line names "
+                                "one image file")
             if not name or not file.is_file():
+                header_like = (not rows and header is None
+                               and not any(Path(c).suffix.lower() in IMAGE_SUFFIXES for c in cells))
+                hint = (f"; if line {line} is a header, it names its columns path,label[,split]"
+                        if header_like else "")
                 raise DataError(f"data: {path} line {line}: image {name!r} does not exist "
-                                f"(looked for {file})")
+                                f"(looked for {file}){hint}")
             same = seen.setdefault(file.resolve(), line)
             if same != line:
                 raise DataError(f"data: {path} line {line}: image {name!r} is listed again (first on line "

@@ -158,7 +158,7 @@ def _check_root_complete(name: str, data_root: str | Path | None) -> None:
                 f"copy under {locate.SYSTEM_DATA_DIR} is not used)"
             )
     system_copy = _find_dir(system, alternatives)[0]
-    print(f"data: {name}: data_root {data_root} holds none of its files; reading the copy in {system_copy}",
+    print(f"metassl: {name}: data_root {data_root} holds none of its files; reading the copy in {system_copy}",
           file=sys.stderr)
 
 

@@ -27,6 +27,9 @@ def load_imagefolder(root: Path, image_size: Optional[int] = 32, channels: Optio
         raise DataError(f"data: {root} {what}; expected labeled/<class>/<image>, optionally "
                         "unlabeled/<image> and test/<class>/<image>")
     _check_top_level(root)
+    if (root / "labeled" / "unlabeled").is_dir() and not (root / "unlabeled").exists():
+        raise DataError(f"data: {root / 'labeled' / 'unlabeled'} would be read as a class named 'unlabeled'; "
+                        f"unlabeled images go in {root / 'unlabeled'}/, beside labeled/")
     skipped: list[Path] = []
     folders = _class_folders(root / "labeled", skipped=skipped)
     classes = [name for name, _ in folders]

@@ -36,18 +36,20 @@ def search_dirs(name: str, data_root: str | Path | None) -> list[Path]:
     return dirs
 
 
-def check_root(name: str, data_root: str | Path | None) -> None:
-    """A `data_root` given for a dataset read from files must be a folder that exists: a
-    misspelt one would otherwise read as 'holds nothing' (and MNIST and Fashion-MNIST would go on
-    to the system copy)."""
+def check_root(name: str, data_root: str | Path | None, reads: str = "folder") -> None:
+    """A `data_root` given for a dataset read from files must exist and be what the dataset reads
+    (``reads``: "folder", or the suffix of its file, ".csv"): a misspelt one would otherwise read
+    as 'holds nothing' (and MNIST and Fashion-MNIST would go on to the system copy)."""
     if data_root is None:
         return
     root = Path(data_root)
     if not root.exists():
         raise DataError(f"data: data_root {root} does not exist (dataset {name}); if the data has moved, give its "
                         "new place: data_root=PATH (also with train --resume), --data-root PATH with eval")
-    if not root.is_dir():
+    if reads == "folder" and not root.is_dir():
         raise DataError(f"data: data_root {root} is a file; dataset {name} reads a folder")
+    if reads != "folder" and root.is_dir():
+        raise DataError(f"data: data_root {root} is a folder; dataset {name} reads a {reads} file")
 
 
 def _find_dir(

@@ -54,8 +54,7 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
         raise DataError(f"data: {path} must hold x_test and y_test together")
     classes = None
     if "classes" in arrays:
-        names = arrays["classes"]
-        classes = [str(c) for c in names.reshape(-1)]
+        classes = _class_names(path, arrays["classes"])
         if len(set(classes)) != len(classes):
             raise DataError(f"data: {path} key 'classes' names a class twice")
     # x of N x D is feature vectors; images are N x H x W or N x C x H x W.
@@ -85,6 +84,22 @@ def load_npz(path: Path, test_fraction: float = 0.2) -> ArrayDataset:
         ds = from_arrays(str(path), x, y, x_test, y_test, classes=classes, allow_unlabeled=True)
     ds.test_held_out = held_out
     return ds
+
+
+def _class_names(path: Path, names: np.ndarray) -> list[str]:
+    """The ``classes`` array as text: byte strings decoded (UTF-8), an empty name refused."""
+    classes = []
+    for i, name in enumerate(names.reshape(-1).tolist()):
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"data: {path} classes[{i}] = {name!r} is not UTF-8 text") from None
+        name = str(name)
+        if not name.strip():
+            raise DataError(f"data: {path} classes[{i}] is {name!r}; every class needs a name")
+        classes.append(name)
+    return classes
 
 
 def _npz_labels(path: Path, key: str, y: np.ndarray, lowest: int,

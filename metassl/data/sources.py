@@ -78,6 +78,7 @@ def load_files(name: str, data_root: str | Path | None, **options: Any) -> Array
 
     loader = {"imagefolder": load_imagefolder, "csv": load_csv, "npz": load_npz,
               "imagenet": load_imagenet}[name]
+    check_root(name, data_root, {"csv": ".csv", "npz": ".npz"}.get(name, "folder"))
     with unreadable_as_data_error(data_root):
         return loader(Path(data_root), **options)
 

@@ -34,6 +34,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:  # opened here: scipy reports a file it cannot open as a bad name
             mat = scipy.io.loadmat(f, variable_names=["X", "y"])
     except OSError as e:
+        if e.errno is None:  # scipy's own: the file ends before its contents do
+            raise DataError(f"data: {path} is truncated or damaged ({e}); download it again") from None
         raise DataError(f"data: cannot read {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - scipy reports damaged files with many types
         raise DataError(

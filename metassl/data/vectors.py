@@ -67,8 +67,8 @@ def check_vectors(source: str, what: str, x: Any) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] == 0:
         raise DataError(f"data: {source} {what} has shape {'x'.join(map(str, a.shape))}; "
                         "expected feature vectors N x D")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise DataError(f"data: {source} {what} holds {a.dtype}; expected numbers")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"data: {source} {what} holds {a.dtype}; expected real numbers")
     a = a.astype(np.float64)
     bad = np.argwhere(~np.isfinite(a))
     if len(bad):

@@ -19,7 +19,7 @@ from metassl.data.runinfo import DATA_INFO, load_data_info
 from metassl.data.sources import dataset_options, load_dataset
 from metassl.data.splits import Split, data_identity, labels_digest, load_split, make_split, save_split
 from metassl.errors import ConfigError, DataError
-from metassl.models import create_model
+from metassl.models import MIN_IMAGE_SIZE, create_model
 
 
 def pick_device(name: str) -> torch.device:
@@ -152,6 +152,10 @@ def build(cfg: TrainConfig, run_dir: Optional[Path], *, reuse_split: bool,
         if split_path is not None:
             write_split(cfg, split, run_dir, data)
     channels_last = use_channels_last(cfg.channels_last, device) and data.x_train.dim() == 4
+    if min(data.image_hw) < MIN_IMAGE_SIZE:  # before the model says it of its own image_size
+        h, w = data.image_hw
+        raise DataError(f"data: {data.name} holds {h} x {w} images; the models take images of at least "
+                        f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE} (pad or upscale them)")
     model = create_model(cfg.model, data.in_channels, data.num_classes, data.image_hw).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

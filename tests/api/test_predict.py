@@ -90,6 +90,7 @@ def test_bad_inputs_name_the_file_and_keep_the_old_output(photo_run, gray_run, p
         (photo_run, tmp_path / "gray.npz", "has 1-channel images but run"),
         (photo_run, tmp_path / "none.npz", "has no array 'x'"),
         (photo_run, tmp_path / "missing.png", "does not exist"),
+        (photo_run, tmp_path / "missing.npz", "does not exist"),
         (photo_run, tmp_path / "empty", "holds no images"),
         (gray_run, color, "is a colour image but run"),
     ]
@@ -231,3 +232,41 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it_before_any_work(
                 write(denied)
         assert str(info.value) == f"{command}: cannot write {denied}: Permission denied"
         assert list((tmp_path / "ro").iterdir()) == []
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_arrays_of_two_or_four_channels_are_resized_channel_by_channel(channels, tmp_path):
+    rng = np.random.default_rng(channels)
+    y = np.repeat(np.arange(3), 6)
+    x = rng.integers(0, 256, (len(y), channels, 10, 10), dtype=np.uint8)
+    x[np.arange(len(y)), y % channels] //= 4  # each class darker in one channel
+    np.savez(tmp_path / "train.npz", x=x, y=y, x_test=x[:6], y_test=y[:6])
+    run = tmp_path / "run"
+    cfg = config.load_config(None, ["dataset=npz", f"data_root={tmp_path / 'train.npz'}", "model=mlp",
+                                    "labels_per_class=4", "val_per_class=2", "steps=4", "eval_every=4",
+                                    "tensorboard=false", "batch_size=8"])
+    rundir.prepare_new(run, cfg, overwrite=False)
+    Trainer(cfg, run).fit()
+    big = rng.integers(0, 256, (3, channels, 17, 23), dtype=np.uint8)
+    np.savez(tmp_path / "big.npz", x=big)
+    # each channel resized on its own, as a grayscale image, is what the run's 10 x 10 inputs are
+    small = np.stack([np.stack([np.asarray(Image.fromarray(c).resize((10, 10), Image.Resampling.BILINEAR))
+                                for c in image]) for image in big])
+    np.savez(tmp_path / "small.npz", x=small)
+    predict_to_csv(run, [tmp_path / "big.npz"], tmp_path / "big.csv")
+    predict_to_csv(run, [tmp_path / "small.npz"], tmp_path / "small.csv")
+    assert [r[1:] for r in read_rows(tmp_path / "big.csv")] == [r[1:] for r in read_rows(tmp_path / "small.csv")]
+    # an image file holds 1 or 3 channels: named as such, with what the run takes
+    Image.new("L", (10, 10), 90).save(tmp_path / "g.png")
+    with pytest.raises(DataError, match=rf"g.png is an image file, read as 1 channel, but run .* was trained on "
+                                        rf"{channels}-channel arrays; pass them as an .npz with x of N x {channels} x H x W"):
+        predict_to_csv(run, [tmp_path / "g.png"], tmp_path / "g.csv")
+
+
+def test_resizing_channel_by_channel_is_pillows_resize_of_a_colour_image():
+    from metassl.api.predict import _resize
+    from metassl.data.images import to_array
+
+    a = np.random.default_rng(0).integers(0, 256, (3, 17, 23), dtype=np.uint8)
+    for hw in ((10, 10), (31, 7)):
+        assert np.array_equal(_resize(a, hw), to_array(Image.fromarray(a.transpose(1, 2, 0)), hw, 3))

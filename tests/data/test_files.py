@@ -247,6 +247,16 @@ def test_a_misspelt_top_level_folder_is_an_error_not_silently_ignored(tmp_path, 
                        f"(did you mean {meant}/?)")
 
 
+def test_an_unlabeled_folder_put_inside_labeled_is_an_error_not_a_class(tmp_path):
+    root = image_folder(tmp_path / "data", unlabeled=0)
+    save(root / "labeled" / "unlabeled" / "u.png", RED)
+    message = raises_one_line(DataError, load, "imagefolder", root)
+    assert message == (f"data: {root / 'labeled' / 'unlabeled'} would be read as a class named 'unlabeled'; "
+                       f"unlabeled images go in {root / 'unlabeled'}/, beside labeled/")
+    save(root / "unlabeled" / "v.png", GREEN)  # beside a real unlabeled/, a class of that name is the user's
+    assert load("imagefolder", root, test_fraction=0.0).classes == ["green", "red", "unlabeled"]
+
+
 def test_another_top_level_folder_of_images_is_named_on_stderr(tmp_path, capsys):
     root = image_folder(tmp_path / "data", unlabeled=2)
     save(root / "extra" / "x.png", RED)
@@ -332,10 +342,16 @@ def test_csv_without_header_holds_out_a_test_set(tmp_path):
     ("a.png,cat\nb.png,dog\n./a.png,dog\n", "line 3: image './a.png' is listed again (first on line 1)"),
     ("path;label\na.png;cat\n", "line 1: expected path,label[,split], got 1 field; fields are separated by "
                                   "commas, and this line holds ';'"),
+    ("filename,label\na.png,cat\n", "line 1: image 'filename' does not exist (looked for "),
+    ("filename,label\na.png,cat\n", "; if line 1 is a header, it names its columns path,label[,split]"),
+    ("a.png,0\nb.png,0.0\n", "line 2: labels '0' and '0.0' are one number written two ways; write each "
+                             "class's label one way"),
+    ("a.png,cat\nsub,cat\n", "line 2: 'sub' is a folder ("),
 ])
 def test_csv_bad_rows_name_the_line(tmp_path, rows, fragment):
     save(tmp_path / "a.png", RED)
     save(tmp_path / "b.png", GREEN)
+    (tmp_path / "sub").mkdir()
     path = write_csv(tmp_path / "l.csv", rows)
     message = raises_one_line(DataError, load, "csv", path)
     assert str(path) in message and fragment in message

@@ -72,11 +72,22 @@ def test_npz_of_vectors_without_a_test_set_holds_one_out_and_fits_the_encoder_wi
     assert torch.equal(ds.x_test, encoded(x[train_rows], x[test_rows]))
 
 
+def test_npz_class_names_stored_as_byte_strings_are_read_as_text(tmp_path):
+    x, y = vectors(30, d=3)
+    np.savez(tmp_path / "b.npz", x=x, y=y, classes=np.array([b"cat", b"dog", "\u00e9lan".encode()]))
+    assert load("npz", tmp_path / "b.npz", test_fraction=0.0).classes == ["cat", "dog", "\u00e9lan"]
+
+
 @pytest.mark.parametrize("arrays, fragment", [
     ({"x": np.array([[1.0, np.nan], [2.0, 3.0]]), "y": np.array([0, 1])}, "x[0, 1] = nan is not a finite number"),
     ({"x": np.zeros((4, 3)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 4)), "y_test": np.array([0, 1])},
      "x_test has 4 features but x has 3"),
-    ({"x": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "x holds <U1; expected numbers"),
+    ({"x": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "x holds <U1; expected real numbers"),
+    ({"x": np.ones((2, 3)) + 1j, "y": np.array([0, 1])}, "x holds complex128; expected real numbers"),
+    ({"x": np.zeros((2, 3)), "y": np.array([0, 1]), "classes": np.array(["cat", " "])},
+     "classes[1] is ' '; every class needs a name"),
+    ({"x": np.zeros((2, 3)), "y": np.array([0, 1]), "classes": np.array([b"cat", b"\xff"])},
+     "classes[1] = b'\\xff' is not UTF-8 text"),
     ({"X": np.zeros((4, 3)), "Y": np.array([0, 1, 0, 1])}, "has no array 'x' (it has: X, Y; the names are lower case"),
 ])
 def test_bad_npz_vectors_are_one_line_naming_the_file(tmp_path, arrays, fragment):
@@ -251,3 +262,17 @@ def test_cli_on_a_single_class_exits_non_zero_with_one_line_and_leaves_nothing(c
     assert proc.returncode == 1 and not out.exists()
     assert proc.stderr.strip().splitlines() == [
         "metassl: error: split: the labeled data has only one class, '0'; a classifier needs two or more"]
+
+
+def test_images_smaller_than_the_models_take_are_named_with_their_size_not_as_a_model_option(tmp_path, capsys):
+    from metassl.cli import main
+
+    y = np.repeat(np.arange(2), 8)
+    np.savez(tmp_path / "small.npz", x=np.zeros((len(y), 1, 4, 6), np.uint8), y=y)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "dataset=npz", f"data_root={tmp_path / 'small.npz'}", "model=mlp",
+                 "labels_per_class=4", "val_per_class=2", "steps=2", "tensorboard=false"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"metassl: error: data: {tmp_path / 'small.npz'} holds 4 x 6 images; the models take images of at "
+        "least 8 x 8 (pad or upscale them)")
+    assert not out.exists()

@@ -203,7 +203,7 @@ def test_a_data_root_holding_none_of_the_files_says_it_reads_the_system_copy(tmp
     assert capsys.readouterr().err == ""
     load_dataset("fashion_mnist", data_root=tmp_path)
     err = capsys.readouterr().err
-    assert f"data_root {tmp_path} holds none of its files" in err
+    assert err.startswith(f"metassl: fashion_mnist: data_root {tmp_path} holds none of its files")
     assert str(locate.SYSTEM_DATA_DIR / "fashion-mnist") in err and err.count("\n") == 1
 
 
@@ -217,6 +217,24 @@ def test_a_data_root_that_does_not_exist_or_is_a_file_is_an_error_not_a_fallback
     (tmp_path / "afile").write_text("x")
     message = raises_one_line(DataError, load_dataset, name, data_root=tmp_path / "afile")
     assert f"data_root {tmp_path / 'afile'} is a file" in message
+
+
+@pytest.mark.parametrize("name, reads", [("imagefolder", "folder"), ("imagenet", "folder"), ("csv", ".csv"),
+                                         ("npz", ".npz")])
+def test_a_file_datasets_data_root_that_moved_or_is_the_wrong_kind_says_so(tmp_path, name, reads):
+    from metassl.data.sources import OPTIONS
+
+    options = {"image_size": 8, "channels": None, "test_fraction": 0.2, "imagenet_fraction": 1.0}
+    load = lambda root: load_dataset(name, root, **{k: options[k] for k in OPTIONS[name]})  # noqa: E731
+    message = raises_one_line(DataError, load, tmp_path / "moved")
+    assert message == (f"data: data_root {tmp_path / 'moved'} does not exist (dataset {name}); if the data has "
+                       "moved, give its new place: data_root=PATH (also with train --resume), --data-root PATH "
+                       "with eval")
+    (tmp_path / "afile").write_text("x")
+    message = raises_one_line(DataError, load, tmp_path if reads != "folder" else tmp_path / "afile")
+    assert message == (f"data: data_root {tmp_path / 'afile'} is a file; dataset {name} reads a folder"
+                       if reads == "folder" else f"data: data_root {tmp_path} is a folder; dataset {name} reads a "
+                       f"{reads} file")
 
 
 def test_an_idx_header_of_huge_dimensions_counts_its_bytes_without_overflow(tmp_path):
@@ -486,6 +504,10 @@ def test_svhn_bad_label_and_bad_file(tmp_path):
     assert str(path) in raises_one_line(DataError, read_svhn_mat, path)
     scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 1), np.uint8)})
     assert "'y'" in raises_one_line(DataError, read_svhn_mat, path)
+    write_svhn(path, [3, 1], seed=1)
+    path.write_bytes(path.read_bytes()[:-100])  # a download cut short
+    assert raises_one_line(DataError, read_svhn_mat, path).startswith(
+        f"data: {path} is truncated or damaged (")
 
 
 # --------------------------------------------------------------------------- digits
