@@ -21,6 +21,9 @@ def cmd_train(args) -> int:
     # Under torchrun only rank 0 touches the run directory. Its lock is held until the run ends.
     rank0 = os.environ.get("RANK", "0") == "0"
     if args.resume:
+        if "=" in args.resume and not Path(args.resume).exists():  # `--out RUN --resume steps=N`
+            raise ConfigError(f"train: --resume takes the run's folder, not {args.resume!r}: metassl train "
+                              f"--resume RUN {args.resume}")
         if args.config:
             raise ConfigError("train: --resume takes its config from the run; drop --config")
         if args.out or args.overwrite:

@@ -216,7 +216,10 @@ def test_small_mistakes_get_a_message_that_names_the_cause(cli, tmp_path):
     _one_error(proc, "each must lie in [0, 1]")
     proc = cli("eval", str(tmp_path / "nowhere"))
     _one_error(proc, "nowhere does not exist")
-    assert not any((tmp_path / f"r{i}").exists() for i in range(1, 5))
+    # `--out RUN --resume steps=N` took steps=N for the run's folder
+    proc = cli("train", "--out", str(tmp_path / "r5"), "--resume", "steps=12")
+    _one_error(proc, "train: --resume takes the run's folder, not 'steps=12': metassl train --resume RUN steps=12")
+    assert not any((tmp_path / f"r{i}").exists() for i in range(1, 6))
 
 
 def test_weights_that_do_not_fit_name_the_mismatch(cli, tmp_path):
