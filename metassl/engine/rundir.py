@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
@@ -143,6 +144,24 @@ def in_use(path: Path, holder: str) -> CheckpointError:
                            "wait for it to finish or stop it first")
 
 
+PROBE_WAIT = 0.25  # seconds: longer than any lock_holder probe holds its shared lock
+
+
+def _flock_exclusive(fh: IO) -> None:
+    """Take ``fh``'s exclusive lock without blocking on a holder. A ``lock_holder`` probe holds a
+    shared lock for an instant, so a refusal is retried for ``PROBE_WAIT`` seconds before it counts:
+    a run starting as another command looks at its folder is not told the folder is in use."""
+    deadline = time.monotonic() + PROBE_WAIT
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def lock_run(path: Path) -> IO:
     """Take ``path``'s lock for as long as the returned file stays open; the kernel drops it when the
     process ends in any way. A second process asking for it meanwhile gets a one-line error."""
@@ -152,7 +171,7 @@ def lock_run(path: Path) -> IO:
     except OSError as exc:
         raise CheckpointError(f"run: cannot open the lock file {lock}: {exc.strerror or exc}") from None
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_exclusive(fh)
         # A lock file removed (with its directory) while this one waited locks nothing.
         if os.fstat(fh.fileno()).st_ino != os.stat(lock).st_ino:
             raise BlockingIOError

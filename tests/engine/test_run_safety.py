@@ -186,6 +186,27 @@ def test_two_resumes_at_once_the_second_is_refused_and_a_kill_releases_the_lock(
     rundir.lock_run(out).close()
 
 
+def test_a_look_at_a_run_s_lock_does_not_refuse_a_run_taking_it(tmp_path):
+    import threading
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / rundir.LOCK_FILE).touch()
+    probe = open(out / rundir.LOCK_FILE)  # as lock_holder holds it, for an instant
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.05, probe.close).start()
+    held = rundir.lock_run(out)  # waits out the probe
+    try:
+        assert (out / rundir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        # a holder that stays is still refused, once the wait is over
+        start = time.monotonic()
+        with pytest.raises(CheckpointError, match="is in use by another metassl process"):
+            rundir.lock_run(out)
+        assert time.monotonic() - start >= rundir.PROBE_WAIT
+    finally:
+        held.close()
+
+
 def test_a_new_run_is_refused_while_another_process_holds_the_directory(cli, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
