@@ -297,11 +297,6 @@ def test_channels_last(name):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-# torch's own jvp decompositions are built with torch.jit.script on first use.
-JIT_WARNING = "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-
-
-@pytest.mark.filterwarnings(JIT_WARNING)
 def test_func_jvp_in_train_mode():
     model = copy.deepcopy(_model("cnn3", *CASES[0])).train()
     # Forward-mode AD cannot mutate captured BN buffers; batch statistics alone are what jvp users need.
@@ -314,7 +309,6 @@ def test_func_jvp_in_train_mode():
     assert torch.isfinite(tangent).all() and tangent.abs().sum() > 0
 
 
-@pytest.mark.filterwarnings(JIT_WARNING)
 def test_shake_jvp_uses_backward_coefficient():
     # shake is the only non-standard op in shakeshake26; forward-mode AD must see beta, like backward.
     torch.manual_seed(0)
