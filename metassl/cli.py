@@ -7,7 +7,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
+
+from PIL import Image
 
 from metassl.errors import ConfigError, MetasslError, storage_message
 from metassl.files import check_out_folder
@@ -62,6 +65,7 @@ def cmd_train(args) -> int:
                               "runs/<dataset>-<method>-...")
         cfg = config_mod.anchored(config_mod.load_config(args.config, args.overrides))
         path = Path(args.out) if args.out else rundir.default_run_dir(cfg)
+        rundir.check_outside_data(path, cfg)
         claim = rundir.claim_new(path, overwrite=args.overwrite) if rank0 else None
         try:
             # A run already in the directory is removed only once this one has read its data, built
@@ -314,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            # Pillow warns of images of 89-179 megapixels on its own two lines, and reads them; larger
+            # ones are its DecompressionBombError, which the reader names in one line.
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            code = args.func(args)
         sys.stdout.flush()
         return code
     except MetasslError as exc:

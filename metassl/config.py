@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value) if value.strip() else []
+                value = yaml_value(value) if value.strip() else []
             except yaml.YAMLError:
                 raise bad from None
         if isinstance(value, tuple):
@@ -286,7 +287,7 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
         try:
             if name not in fields:
                 known = f"known keys: {', '.join(fields)}" if fields else f"{prefix or 'config'} has no keys of its own"
-                raise ConfigError(f"config: unknown key {key!r}{did_you_mean(name, fields)}; {known}")
+                raise ConfigError(f"config: unknown key {key!r}{did_you_mean(name, fields, prefix)}; {known}")
             kwargs[name] = _coerce(value, hints[name], key)
             _check_range(kwargs[name], fields[name].metadata, key)
         except ConfigError as exc:  # the innermost key, for load_config to name the file it came from
@@ -350,7 +351,7 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"config: override {item!r} is not of the form key=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_value(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         set_dotted(tree, key, value)
@@ -367,7 +368,50 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+_INT = "tag:yaml.org,2002:int"
+_INT_TEXT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2's integers: digits are decimal even with leading zeros
+    (``steps: 020`` is 20, where YAML 1.1 reads octal 16), octal needs ``0o`` and hex ``0x``;
+    ``1:30`` (1.1's base 60) stays text, which a key of numbers refuses."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, _INT_TEXT, list("-+0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor(_INT, _construct_int)
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper quoting every text that either reading takes for a number ("08")."""
+
+
+_Dumper.add_implicit_resolver(_INT, _INT_TEXT, list("-+0123456789"))
+
+
+def yaml_value(text: str) -> Any:
+    """One YAML document read as a config file is (YAML 1.2's integers; see ``_Loader``)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def yaml_text(data: Any, sort_keys: bool = True) -> str:
+    """``data`` as YAML that ``yaml_value`` (and YAML 1.1's readers) read back unchanged."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys)
+
+
+class _UniqueKeyLoader(_Loader):
     """YAML's safe loader, but a key given twice in one mapping is an error rather than the last
     one silently winning."""
 

@@ -117,13 +117,14 @@ def out_of_memory_as(message: Callable[[str], str], then: Callable[[], str] = st
         raise OutOfMemory(message(asked), then()) from None
 
 
-def did_you_mean(name: object, choices) -> str:
+def did_you_mean(name: object, choices, section: str = "") -> str:
     """" (did you mean 'fixmatch'?)" for a misspelt ``name`` close to one of ``choices`` (case,
-    hyphens and small typos forgiven), or '' where none is close."""
+    hyphens and small typos forgiven), or '' where none is close; a key of ``section`` is named
+    whole ('mixup.alpha')."""
     def norm(text: object) -> str:
         return str(text).lower().replace("-", "_")
 
     by_norm = {norm(c): str(c) for c in choices}
     starting = [c for c in by_norm if c.startswith(norm(name))] if len(norm(name)) >= 3 else []
-    close = starting if len(starting) == 1 else difflib.get_close_matches(norm(name), list(by_norm), n=1, cutoff=0.75)
-    return f" (did you mean {by_norm[close[0]]!r}?)" if close else ""
+    close = starting if len(starting) == 1 else difflib.get_close_matches(norm(name), list(by_norm), n=1, cutoff=0.65)
+    return f" (did you mean {(section + '.' if section else '') + by_norm[close[0]]!r}?)" if close else ""

@@ -182,3 +182,26 @@ def test_cli_non_finite_lr_exit_2_writes_nothing(cli, tmp_path, value, shown):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{shown} is not a finite number" in lines[0]
     assert not out.exists()
+
+
+def test_numbers_with_leading_zeros_are_decimal_on_the_command_line_and_in_files(tmp_path):
+    """YAML 1.1 reads 020 as octal 16 and 1:30 as 90 (base 60): a run would quietly train with
+    another value than the one typed. Digits are decimal; octal and hex need 0o and 0x."""
+    cfg = config.load_config(None, ["steps=020", "seed=0600", "batch_size=08", "eval_every=0x10"])
+    assert (cfg.steps, cfg.seed, cfg.batch_size, cfg.eval_every) == (20, 600, 8, 16)
+    assert config.load_config(None, ["steps=0o20"]).steps == 16
+    path = tmp_path / "zeros.yaml"
+    path.write_text("steps: 010\nschedule:\n  name: step\n  milestones: [010, 020]\n")
+    cfg = config.load_config(str(path), [])
+    assert cfg.steps == 10 and cfg.schedule.milestones == [10, 20]
+    with pytest.raises(ConfigError, match="steps='1:30'"):
+        config.load_config(None, ["steps=1:30"])
+    assert config.load_config(None, ["steps=1_000"]).steps == 1000  # Python's digit separator
+
+
+def test_text_that_reads_as_a_number_is_written_quoted():
+    """A config written by a run reads back the same under YAML 1.2's integers and YAML 1.1's."""
+    data = {"data_root": "08", "a": "0o17", "b": "0x1F", "c": "1_000", "d": "on", "e": 8, "f": "photos"}
+    text = config.yaml_text(data)
+    assert config.yaml_value(text) == data and yaml.safe_load(text) == data
+    assert config.yaml_text({"steps": 20}, sort_keys=False) == "steps: 20\n"

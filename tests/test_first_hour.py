@@ -443,7 +443,8 @@ def test_every_label_of_the_users_own_files_is_used_unless_labels_per_class_is_s
     (["config", "meta-pl"], "unknown method 'meta-pl' (did you mean 'meta_pl'?)"),
     (["train", "lables_per_class=5"], "unknown key 'lables_per_class' (did you mean 'labels_per_class'?)"),
     (["train", "fixmatch.treshold=0.9", "method=fixmatch"], "unknown key 'fixmatch.treshold' (did you mean "
-                                                            "'threshold'?)"),
+                                                            "'fixmatch.threshold'?)"),
+    (["train", "mixup.alfa=0.3", "method=mixup"], "unknown key 'mixup.alfa' (did you mean 'mixup.alpha'?)"),
     (["train", "dataset=fashion"], "dataset='fashion' is unknown (did you mean 'fashion_mnist'?)"),
     (["train", "model=cnn4"], "unknown model 'cnn4' (did you mean 'cnn3'?)"),
     (["bench", "digit", "--out", "x", "--dry-run"], "no suite 'digit' (did you mean 'digits'?)"),

@@ -40,6 +40,8 @@ DATASETS = ("digits", "signals", "mnist", "fashion_mnist", "cifar10", "cifar100"
 BUILT_IN = ("digits", "signals", "arrays")
 # The user's own files; their options are config keys (see `dataset_options`).
 FILE_DATASETS = ("imagefolder", "csv", "npz", "imagenet")
+# Read from every image under their data_root folder.
+FOLDER_DATASETS = ("imagefolder", "imagenet")
 
 # Options of each file dataset; every one is also a TrainConfig key of the same name.
 OPTIONS = {

@@ -60,7 +60,7 @@ def foreign_config(path: Path) -> bool:
     if not file.is_file():
         return False
     try:
-        data = yaml.safe_load(file.read_text())
+        data = config_mod.yaml_value(file.read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return True
     return not (isinstance(data, dict) and all(k in data for k in RUN_CONFIG_KEYS))
@@ -99,6 +99,20 @@ def check_new(path: Path, *, overwrite: bool) -> None:
                               f"replace it with --overwrite")
         raise ConfigError(f"train: {path} already holds a run; continue it with --resume {path} "
                           f"or replace it with --overwrite")
+
+
+def check_outside_data(path: Path, cfg: TrainConfig) -> None:
+    """Refuse a new run's folder inside a data_root folder that the dataset reads every image of:
+    the run's report figures would join its data, which would then no longer be the data it was
+    trained on."""
+    from metassl.data.sources import FOLDER_DATASETS
+
+    if cfg.dataset not in FOLDER_DATASETS or not cfg.data_root:
+        return
+    root = Path(cfg.data_root).expanduser().resolve()
+    if root.is_dir() and path.resolve().is_relative_to(root):
+        raise ConfigError(f"train: --out {path} lies inside data_root {cfg.data_root}, whose images are the "
+                          f"run's data (its report's figures would join them); give a folder outside it")
 
 
 def resumable(path: Path) -> bool:
@@ -314,7 +328,7 @@ def read_final(path: Path) -> Optional[dict]:
 
 
 def write_config(path: Path, cfg: TrainConfig) -> None:
-    atomic_write_text(path / "config.yaml", yaml.safe_dump(config_mod.dump(cfg), sort_keys=False))
+    atomic_write_text(path / "config.yaml", config_mod.yaml_text(config_mod.dump(cfg), sort_keys=False))
 
 
 def load_run_config(path: Path, overrides: dict | None = None) -> TrainConfig:
@@ -369,7 +383,7 @@ def split_digest(s: RunSetup) -> str:
 def identity(cfg: TrainConfig, split: str | None = None) -> dict:
     """What a checkpoint or weights file records of the run that wrote it: its config and, where
     known, its split's digest (`check_written_by`, `check_split`)."""
-    return {"config": yaml.safe_dump(config_mod.dump(cfg)), **({"split": split} if split else {})}
+    return {"config": config_mod.yaml_text(config_mod.dump(cfg)), **({"split": split} if split else {})}
 
 
 def check_split(path: Path, state: dict, digest: str, split_file: Path) -> None:
@@ -387,7 +401,7 @@ def check_written_by(path: Path, state: dict, cfg: TrainConfig) -> None:
     if "config" not in state:
         return
     try:
-        theirs = config_mod.dump(config_mod.resolve(yaml.safe_load(state["config"]) or {}))
+        theirs = config_mod.dump(config_mod.resolve(config_mod.yaml_value(state["config"]) or {}))
     except (TypeError, ValueError, AttributeError, yaml.YAMLError, MetasslError) as exc:
         text = str(exc).strip()
         raise CheckpointError(f"checkpoint: {path} does not say which run wrote it "

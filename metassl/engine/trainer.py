@@ -47,6 +47,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# How each dataset of the user's own files marks examples without a label.
+UNLABELED_HOW = {"imagefolder": ", add images without labels (an unlabeled/ folder)",
+                 "csv": ", add rows with an empty label", "npz": ", add examples labeled -1"}
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Optional[Path], *, resume: bool = False,
                  data: Optional[ArrayDataset] = None, overwrite: bool = False):
@@ -69,7 +74,10 @@ class Trainer:
         if method_cls.needs_unlabeled and len(s.split.unlabeled) == 0:
             raise NeedsUnlabeled(
                 f"config: method={cfg.method!r} needs unlabeled data, but labels_per_class="
-                f"{cfg.labels_per_class} and val_per_class={cfg.val_per_class} cover the whole training set")
+                f"{'null' if cfg.labels_per_class is None else cfg.labels_per_class} and val_per_class="
+                f"{cfg.val_per_class} cover the whole training set; keep fewer labels (labels_per_class=N)"
+                f"{UNLABELED_HOW.get(cfg.dataset, '')}"
+                f" or train method=supervised")
         check_batch_fits(cfg, cfg.batch_size + (cfg.u_batch_size if method_cls.needs_unlabeled else 0),
                          tuple(s.x.shape[1:]), s.device)
         self.model = dist.wrap(s.model, s.device, self.world_size)

@@ -75,7 +75,7 @@ def test_a_variants_unknown_key_names_the_keys_it_may_set():
     from metassl.bench.speed import variant
     from metassl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown key 'mixup.alpah' \(did you mean 'alpha'\?\); known keys: alpha, "):
+    with pytest.raises(ConfigError, match=r"unknown key 'mixup.alpah' \(did you mean 'mixup.alpha'\?\); known keys: alpha, "):
         variant("mixup:alpah=1")
     with pytest.raises(ConfigError, match="unknown key 'supervised.bogus'; supervised has no keys of its own"):
         variant("supervised:bogus=1")

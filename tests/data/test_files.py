@@ -4,6 +4,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +193,54 @@ def test_imagefolder_bad_input_names_the_file(tmp_path, damage, fragment):
     }[damage]()
     message = raises_one_line(DataError, load, "imagefolder", root)
     assert str(culprit) in message and fragment in message
+
+
+def claiming_size(path: Path, width: int, height: int) -> Path:
+    """A small PNG whose header claims ``width`` x ``height`` pixels (its data then runs short)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), RED).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:33] = ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_image_pillow_calls_a_decompression_bomb_is_one_line_without_pillows_warning(tmp_path, capsys):
+    """Between 89 and 179 megapixels Pillow reads an image but prints its own two-line warning
+    first; the command line keeps to its one line."""
+    from metassl.cli import main
+
+    root = image_folder(tmp_path / "data")
+    huge = claiming_size(root / "labeled" / "red" / "huge.png", 10000, 10000)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code = main(["train", "dataset=imagefolder", f"data_root={root}", "image_size=8", "model=mlp",
+                     "steps=2", "--out", str(tmp_path / "run")])
+    assert code == 1
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if "has no test set; held out" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("metassl: error: data: ") and str(huge) in lines[0], lines
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_inside_the_image_folder_it_trains_on_is_refused(cli, tmp_path):
+    """Its report's figures would join the data (and a folder under labeled/ would be a class)."""
+    root = image_folder(tmp_path / "data")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for inside in (root / "unlabeled" / "run", root / "labeled" / "run", root):
+        proc = cli("train", "dataset=imagefolder", f"data_root={root}", "image_size=8", "model=mlp",
+                   "steps=2", "--out", str(inside))
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (f"metassl: error: train: --out {inside} lies inside data_root {root}, whose "
+                                       "images are the run's data (its report's figures would join them); give a "
+                                       "folder outside it"), proc.stderr
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    from metassl.engine.rundir import check_outside_data
+
+    cfg = config.load_config(None, ["dataset=imagefolder", f"data_root={root}"])
+    check_outside_data(tmp_path / "data-run", cfg)  # beside it, though its name starts alike
+    check_outside_data(root / "unlabeled" / "run", config.load_config(None, ["dataset=csv", f"data_root={root}"]))
 
 
 def test_a_symbolic_link_back_to_a_folder_already_read_is_an_error_not_a_loop(tmp_path):

@@ -31,7 +31,9 @@ def test_ssl_method_without_unlabeled_data_is_a_one_line_config_error(cli, tmp_p
     proc = cli("train", "--out", str(tmp_path / "run"), *FAST, "method=fixmatch", "labels_per_class=null")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "method='fixmatch' needs unlabeled data" in line
+    assert line == ("metassl: error: config: method='fixmatch' needs unlabeled data, but labels_per_class=null "
+                    "and val_per_class=5 cover the whole training set; keep fewer labels (labels_per_class=N) or "
+                    "train method=supervised")
     assert not (tmp_path / "run").exists()
 
 
