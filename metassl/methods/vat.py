@@ -74,13 +74,17 @@ def l2_normalize(d: torch.Tensor) -> torch.Tensor:
 def adversarial_direction(model: nn.Module, x: torch.Tensor, p: torch.Tensor, xi: float,
                           iterations: int) -> torch.Tensor:
     """Unit direction approximating the dominant eigenvector of the Hessian of
-    KL(p || p(y|x + r)) at r = 0, by power iteration on gradients taken at r = ξ d."""
+    KL(p || p(y|x + r)) at r = 0, by power iteration on gradients taken at r = ξ d. A sample
+    whose prediction does not move at all at r = ξ d in floating point has a gradient of exactly
+    zero, and keeps its direction so far rather than losing its perturbation."""
     d = torch.randn_like(x)
     with torch.autocast(x.device.type, enabled=False):
         for _ in range(iterations):
             r = (xi * l2_normalize(d)).requires_grad_()
             dist = kl_to_target(model(x + r), p)
-            d = torch.autograd.grad(dist, r)[0]
+            grad = torch.autograd.grad(dist, r)[0]
+            moved = grad.flatten(1).abs().amax(dim=1) > 0
+            d = torch.where(moved.view(-1, *([1] * (x.dim() - 1))), grad, d)
     return l2_normalize(d)
 
 

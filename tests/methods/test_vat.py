@@ -107,3 +107,25 @@ def test_the_step_perturbs_by_the_scaled_eps(make_method, monkeypatch):
     method, batches = make_method("vat", "eps=2.0")
     method.train_step(*batches(), step=0)
     assert seen[-1] == 2.0
+
+
+def test_a_sample_whose_prediction_does_not_move_keeps_its_direction():
+    """Where the gradient at r = ξd is exactly zero (the prediction did not change in floating
+    point), the sample keeps its random start rather than getting no perturbation at all."""
+    torch.manual_seed(0)
+    net = small_net().eval()
+    mask = torch.ones(8, 1, 1, 1)
+    mask[0] = 0.0  # sample 0's prediction does not depend on its input
+
+    def masked(x):
+        return net(x * mask)
+
+    x = torch.randn(8, 1, 8, 8)
+    p = masked(x).softmax(1).detach()
+    torch.manual_seed(1)
+    start = torch.randn_like(x)
+    torch.manual_seed(1)
+    d = adversarial_direction(masked, x, p, xi=1e-6, iterations=2)
+    assert torch.allclose(d.flatten(1).norm(dim=1), torch.ones(8), atol=1e-5)
+    assert torch.allclose(d[0], l2_normalize(start)[0], atol=1e-6)
+    assert not torch.allclose(d[1], l2_normalize(start)[1], atol=1e-2)
