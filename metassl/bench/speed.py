@@ -36,7 +36,7 @@ from metassl.bench.reference import REFERENCES
 from metassl.config import TrainConfig, parse_overrides, resolve
 from metassl.data.augment import Augmenter
 from metassl.data.stream import IndexStream
-from metassl.engine import compiling
+from metassl.engine import compiling, machine
 from metassl.engine.allocator import keep_freed_memory
 from metassl.engine.setup import autocast_for, pick_device, use_channels_last
 from metassl.errors import ConfigError, out_of_memory_as
@@ -286,7 +286,8 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
             "rounds": rounds, "warmup": warmup, "profile_steps": profile_steps, "data_pipeline_ms": round(data_ms, 3),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "layout": "channels_last (NHWC)" if channels_last else "contiguous (NCHW)",
-            "cpu_allocator": keep_freed_memory() if dev.type == "cpu" else None}
+            "cpu_allocator": keep_freed_memory() if dev.type == "cpu" else None,
+            "machine": machine.fingerprint(dev)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "speed_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -302,7 +303,8 @@ def run_speed(out: Path, *, model: str = "cnn3", methods: list[str] | None = Non
 def to_markdown(rows: list[dict], meta: dict | None = None) -> str:
     lines = []
     if meta:
-        lines += [f"Model {meta['model']} on {meta.get('image', '1x28x28')} images, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}, "
+        on = f" ({machine.describe(meta['machine'], with_torch=False)})" if meta.get("machine") else ""
+        lines += [f"Model {meta['model']} on {meta.get('image', '1x28x28')} images, batch {meta['batch']}, {meta.get('layout', '')}, device {meta['device']}{on}, "
                   f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['rounds']} steps"
                   f"{', CPU allocator ' + meta['cpu_allocator'] if meta.get('cpu_allocator') else ''}. "
                   f"Data pipeline (index, gather, augment of both batches): {meta['data_pipeline_ms']} ms.", ""]

@@ -30,7 +30,7 @@ import torch
 
 from metassl import config as config_mod
 from metassl.bench import paired
-from metassl.engine import rundir
+from metassl.engine import machine as machine_mod, rundir
 from metassl.config import flatten
 from metassl.engine.trainer import Interrupted, Trainer
 from metassl.files import atomic_write_text, check_out_folder
@@ -648,6 +648,25 @@ def _overridden(overrides: list[str] | None) -> str:
             f"gives them: {', '.join(shown)}.")
 
 
+def _trained_on(rows: list[dict]) -> str:
+    """A sentence naming the machines the rows' runs trained on, as their final.json records them
+    (runs repeat bit for bit on one machine, not across processors), or '' where no row records one.
+    A run resumed on another machine counts for each."""
+    counts: dict[str, int] = {}
+    unrecorded = 0
+    for row in rows:
+        if not row.get("machines"):
+            unrecorded += 1
+        for entry in dict.fromkeys(machine_mod.describe(m) for m in row.get("machines") or []):
+            counts[entry] = counts.get(entry, 0) + 1
+    if not counts:
+        return ""
+    named = "; ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in counts.items())
+    older = (f"; {unrecorded} run{'s' if unrecorded > 1 else ''} finished before runs recorded their machine"
+             if unrecorded else "")
+    return f" Trained on: {named}{older}."
+
+
 def _selection(rows: list[dict]) -> str:
     chosen = {(r.get("config") or {}).get("select", "val") for r in rows}
     if chosen == {"last"}:
@@ -670,7 +689,7 @@ def make_table(name: str, suite: dict, rows: list[dict], keys: list[str], jobs: 
              f"{machine(jobs if at_once is None else max(at_once, 1), threads.pop() if len(threads) == 1 else None)}"
              f"{earlier}; "
              f"tabulated {dt.date.today().isoformat()}.",
-             f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}", ""]
+             f"{_sentence(suite.get('description', ''))}{_overridden(overrides)}{_trained_on(rows)}", ""]
     return "\n".join(lines + table_body(suite, rows, keys)) + "\n"
 
 

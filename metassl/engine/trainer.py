@@ -18,7 +18,7 @@ from metassl.data.arrays import ArrayDataset
 from metassl.data.runinfo import save_data_info
 from metassl.data.stream import IndexStream
 from metassl.engine import checkpoint as ckpt
-from metassl.engine import compiling, dist, rundir
+from metassl.engine import compiling, dist, machine, rundir
 from metassl.engine.allocator import keep_freed_memory
 from metassl.engine.ema import ModelEMA, horizon_steps
 from metassl.engine.evaluate import error_rate
@@ -114,6 +114,7 @@ class Trainer:
         self.last_eval: dict = {}
         self.wall = 0.0
         self.cpu = 0.0  # process CPU seconds: comparable across machine load, unlike wall time
+        self.machines = machine.joined([], self.s.device)
         self._cpu_mark = time.process_time()
         self.train_seconds = 0.0
         self.images = 0
@@ -253,6 +254,7 @@ class Trainer:
             "counters": {"wall": self.wall, "cpu": self.cpu_seconds(),
                          "train_seconds": self.train_seconds, "images": self.images,
                          "compile": self.compile_seconds()},
+            "machines": self.machines,
             **rundir.identity(self.cfg, self.split_digest),
             "interval": {"sums": {k: v.detach().cpu() for k, v in self.interval.items()},
                          "count": self.interval_count},
@@ -303,6 +305,7 @@ class Trainer:
         self.wall, self.train_seconds, self.images = c["wall"], c["train_seconds"], c["images"]
         self.cpu = c.get("cpu", 0.0)
         self.compile_s = c.get("compile", 0.0)
+        self.machines = machine.joined(state.get("machines"), self.s.device)
         interval = state.get("interval") or {"sums": {}, "count": 0}
         self.interval = {k: v.to(self.s.device) for k, v in interval["sums"].items()}
         self.interval_count = interval["count"]
@@ -429,7 +432,7 @@ class Trainer:
             "images_per_second": round(self.images / max(self.train_seconds, 1e-9), 1),
             "method": self.cfg.method, "model": self.cfg.model, "dataset": self.cfg.dataset,
             "labels_per_class": self.cfg.labels_per_class, "seed": self.cfg.seed,
-            "device": str(self.s.device), "test_held_out": self.s.data.test_held_out,
+            "device": str(self.s.device), "machines": self.machines, "test_held_out": self.s.data.test_held_out,
             "compiled": self.compiled, "compile_seconds": round(self.compile_seconds(), 3),
             "cpu_allocator": self.cpu_allocator,
             "evaluated": self.evaluated(),

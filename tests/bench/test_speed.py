@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from metassl.engine import machine
 from metassl.bench.speed import run_speed
 
 
@@ -38,6 +39,10 @@ def test_speed_times_the_layout_asked_for(tmp_path, monkeypatch):
         assert seen and all(s == layout for s in seen)
         meta = json.loads((tmp_path / str(layout) / "speed_meta.json").read_text())
         assert meta["layout"].startswith("channels_last" if layout else "contiguous")
+        # the figures name the processor they were measured on
+        assert meta["machine"] == machine.fingerprint(torch.device("cpu"))
+        assert f"device cpu ({meta['machine']['cpu']} ({meta['machine']['isa']}))" in (
+            tmp_path / str(layout) / "speed.md").read_text()
 
 
 def test_the_newer_baselines_and_the_plug_in_variants_take_bench_steps():
