@@ -55,8 +55,9 @@ def run_length(cfg: Any, name: str, total_steps: int) -> int:
 
 @dataclass
 class ScheduleConfig:
-    # After the warm-up: constant, cosine to 0, or step decay.
-    name: Literal["constant", "cosine", "step"] = "cosine"
+    # After the warm-up: constant, cosine to 0, FixMatch's cosine that ends at 0.195 lr
+    # (truncated_cosine), or step decay.
+    name: Literal["constant", "cosine", "truncated_cosine", "step"] = "cosine"
     warmup_fraction: float = run_fraction(0.0)
     warmup_steps: Optional[int] = step_count()
     # ``step`` decay points as step counts (or give milestones_fraction, not both).
