@@ -155,6 +155,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             raise InputError("fit: SSLClassifier requires y to be passed, but the target y is None "
                              "(only an ArrayDataset X carries its own labels)")
         x = _array(X, "X")
+        if isinstance(y, (list, tuple)) and any(isinstance(v, (str, np.str_)) for v in y):
+            # numpy would read a -1 or a NaN among strings as the text '-1' or 'nan'
+            _check_labels(np.array(list(y), dtype=object))
         labels = np.asarray(y)
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = column_or_1d(labels, warn=True)
@@ -270,6 +273,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             finally:
                 claim.release()
         self.run_dir_ = path if keep else None
+        self._on_disk = _stamp(path) if keep else None
 
     def _set_fitted(self, run: LoadedRun, final: Optional[dict]) -> None:
         self.model_: Classifier = run.classifier
@@ -317,8 +321,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted("saving")
         path = Path(path)
         source = self.run_dir_ if self.run_dir_ is not None else getattr(self, "_loaded_from", None)
-        if source is not None and path.resolve() == Path(source).resolve():
-            return path
+        own = source is not None and path.resolve() == Path(source).resolve()
+        if own and _stamp(path) == getattr(self, "_on_disk", None):
+            return path  # the run there is this classifier's, as fit or load left it
         if path.exists() and not path.is_dir():
             raise ParamError(f"save: {path} exists and is not a directory")
         try:
@@ -326,6 +331,9 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         except ConfigError as exc:
             raise ParamError(str(exc)) from None
         if rundir.holds_run(path) and not overwrite:
+            if own:  # e.g. a clone fit with the same run_dir (a grid search) wrote its run over this one's
+                raise ParamError(f"save: {path} no longer holds this classifier's run (another fit or save "
+                                 "replaced it); pass overwrite=True to write this one there")
             raise ParamError(f"save: {path} already holds a run; pass overwrite=True to replace it")
         path.mkdir(parents=True, exist_ok=True)
         with rundir.lock_run(path):  # not while a training run or another save holds the directory
@@ -357,7 +365,18 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         est._set_fitted(run, rundir.read_final(path))
         est.run_dir_ = None
         est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
+        est._on_disk = _stamp(path)
         return est
+
+
+def _stamp(path: Path) -> Optional[tuple]:
+    """Which weights file ``path`` holds (every write replaces the file, a new inode), to tell
+    whether the run there is still the one a classifier fit or loaded."""
+    try:
+        st = (path / "best.pt").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _column_names(X: Any) -> Optional[list[str]]:
@@ -379,16 +398,30 @@ def _check_labels(labels: np.ndarray) -> None:
         kind = "" if missing else "Unknown label type: "  # scikit-learn's words, which its checks match
         raise InputError(f"fit: {kind}y[{i}] = {labels[i]} is not a class label (labels are whole numbers "
                          "or strings; -1 marks an unlabeled example)")
+    if labels.dtype == object:
+        _check_label_types(labels)
     try:
         check_classification_targets(labels)
         np.unique(labels)
-    except TypeError:  # labels of several types that do not compare, e.g. -1 among strings
-        kinds = sorted({type(v).__name__ for v in labels})
-        raise InputError(f"fit: y mixes labels of types {', '.join(kinds)}; give labels of one type "
-                         "(with numbers, -1 marks unlabeled examples; with strings there is no "
-                         "unlabeled marker: pass unlabeled examples as X_unlabeled)") from None
+    except TypeError:  # labels of other types that do not compare
+        raise _mixed_labels(labels) from None
     except ValueError as exc:
         raise InputError(f"fit: y does not hold class labels ({_brief(exc)})") from None
+
+
+def _check_label_types(values) -> None:
+    """Numbers and strings together in y (``["cat", -1, "dog"]``, meaning -1 as unlabeled) are an
+    error rather than a class named '-1'."""
+    text = any(isinstance(v, (str, np.str_)) for v in values)
+    if text and any(isinstance(v, (int, float, np.number)) and v == v for v in values):  # NaN: a missing label
+        raise _mixed_labels(values)
+
+
+def _mixed_labels(values) -> InputError:
+    kinds = sorted({type(v).__name__ for v in values})
+    return InputError(f"fit: y mixes labels of types {', '.join(kinds)}; give labels of one type "
+                      "(with numbers, -1 marks unlabeled examples; with strings there is no "
+                      "unlabeled marker: pass unlabeled examples as X_unlabeled)")
 
 
 def _brief(exc: Exception) -> str:

@@ -208,6 +208,13 @@ def test_labels_that_are_not_class_labels_are_input_errors_naming_the_problem():
         clf.fit(x, [0.0, 0.5, 1.0, 1.0])
     with pytest.raises(InputError, match="mixes labels of types int, str"):
         clf.fit(x, np.array(["a", -1, "b", "a"], dtype=object))
+    # a plain list, which numpy would read as the strings 'a', '-1', 'b': not a class named '-1'
+    with pytest.raises(InputError, match="mixes labels of types int, str"):
+        clf.fit(x, ["a", -1, "b", "a"])
+    with pytest.raises(InputError, match="mixes labels of types float, str"):
+        clf.fit(x, ("a", -1.0, "b", "a"))
+    with pytest.raises(InputError, match=r"^fit: y\[3\] = nan is not a class label"):
+        clf.fit(x, ["a", "b", "a", np.nan])
     with pytest.raises(InputError, match=r"^fit: y\[1\] = None is not a class label \(labels are whole numbers"):
         clf.fit(x, np.array(["a", None, "b", "a"], dtype=object))
     with pytest.raises(InputError, match=r"^fit: y\[3\] = nan is not a class label"):

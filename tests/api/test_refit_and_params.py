@@ -167,3 +167,26 @@ def test_fit_errors_name_what_to_change_in_the_call(tmp_path):
     # an empty run_dir is not the current directory
     with pytest.raises(ParamError, match="run_dir='' names no directory; give one, or None for a temporary one"):
         SSLClassifier(method="supervised", run_dir="", **TINY)
+
+
+def test_saving_to_its_own_run_dir_after_another_fit_replaced_it_is_not_a_silent_no_op(tmp_path):
+    """A clone fit with the same run_dir (as a grid search's are) writes its run over this one's:
+    save(run_dir) then must not return as if the folder still held this classifier."""
+    from sklearn.base import clone
+
+    x, y = vectors(60)
+    a = SSLClassifier(method="supervised", run_dir=str(tmp_path / "ab"), **TINY).fit(x, y)
+    assert a.save(tmp_path / "ab") == tmp_path / "ab"  # still its own run: nothing to write
+    clone(a).fit(x, np.array(["ant", "bee", "cat"])[y])  # the same folder, another model
+    with pytest.raises(ParamError, match="ab no longer holds this classifier's run .*pass overwrite=True"):
+        a.save(tmp_path / "ab")
+    assert list(SSLClassifier.load(tmp_path / "ab").classes_) == ["ant", "bee", "cat"]  # left as it was
+    a.save(tmp_path / "ab", overwrite=True)
+    back = SSLClassifier.load(tmp_path / "ab")
+    assert list(back.classes_) == list(a.classes_)
+    np.testing.assert_array_equal(back.predict_proba(x), a.predict_proba(x))
+    # the same holds of a loaded classifier whose folder another save replaced
+    loaded = SSLClassifier.load(tmp_path / "ab")
+    clone(a).fit(x, np.array(["ant", "bee", "cat"])[y])
+    with pytest.raises(ParamError, match="no longer holds this classifier's run"):
+        loaded.save(tmp_path / "ab")
