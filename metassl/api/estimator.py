@@ -155,9 +155,12 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             raise InputError("fit: SSLClassifier requires y to be passed, but the target y is None "
                              "(only an ArrayDataset X carries its own labels)")
         x = _array(X, "X")
-        if isinstance(y, (list, tuple)) and any(isinstance(v, (str, np.str_)) for v in y):
+        if isinstance(y, (list, tuple)):
             # numpy would read a -1 or a NaN among strings as the text '-1' or 'nan'
-            _check_labels(np.array(list(y), dtype=object))
+            given = np.array(list(y), dtype=object)
+            given = given[:, 0] if given.ndim == 2 and given.shape[1] == 1 else given
+            if given.ndim == 1 and any(isinstance(v, (str, np.str_)) for v in given):
+                _check_labels(given)
         labels = np.asarray(y)
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = column_or_1d(labels, warn=True)
@@ -340,6 +343,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
             if rundir.holds_run(path):
                 rundir.clear_run(path)
             self._write(path)
+        if own:  # the run there is this classifier's again
+            self._on_disk = _stamp(path)
         return path
 
     def _write(self, path: Path) -> None:
@@ -355,6 +360,8 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, path: str | Path, device: str = "auto") -> "SSLClassifier":
         """A fitted classifier from a saved or `metassl train` run directory (its best.pt)."""
         path = Path(path)
+        # before reading: a run that replaces the weights meanwhile makes a later save(path) refuse
+        stamp = _stamp(path)
         run = load_run(path, pick_device(device))
         dumped = config_mod.dump(run.cfg)
         # the data keys of a run trained on files (image_size, test_fraction, ...) describe how
@@ -365,7 +372,7 @@ class SSLClassifier(ClassifierMixin, BaseEstimator):
         est._set_fitted(run, rundir.read_final(path))
         est.run_dir_ = None
         est._loaded_from = path  # saving back there is a no-op, not a replacement of the run
-        est._on_disk = _stamp(path)
+        est._on_disk = stamp
         return est
 
 

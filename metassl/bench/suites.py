@@ -16,7 +16,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -185,15 +184,16 @@ def group_keys(suite: dict, runs: list[dict]) -> list[str]:
 
 def machine(jobs: int = 1, threads: int | None = None) -> str:
     """The machine a table's runs trained on; ``threads``: the runs' own ``threads`` setting."""
-    if torch.cuda.is_available():
-        dev = torch.cuda.get_device_name(0)
+    here = machine_mod.fingerprint(torch.device("cuda") if torch.cuda.is_available() else None)
+    if here["accelerator"]:
+        dev = here["accelerator"]
     elif jobs > 1:
         each = threads or 1
         dev = f"CPU, {jobs} runs at once, {each} thread{'s' if each > 1 else ''} each"
     else:
         each = threads or torch.get_num_threads()
         dev = f"CPU, {each} thread{'s' if each > 1 else ''}"
-    return f"{platform.machine()} {dev}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{here['arch']} {dev}, {os.cpu_count()} cores, torch {here['torch']}"
 
 
 class SuiteInterrupted(MetasslError):
@@ -652,19 +652,16 @@ def _trained_on(rows: list[dict]) -> str:
     """A sentence naming the machines the rows' runs trained on, as their final.json records them
     (runs repeat bit for bit on one machine, not across processors), or '' where no row records one.
     A run resumed on another machine counts for each."""
-    counts: dict[str, int] = {}
-    unrecorded = 0
-    for row in rows:
-        if not row.get("machines"):
-            unrecorded += 1
-        for entry in dict.fromkeys(machine_mod.describe(m) for m in row.get("machines") or []):
-            counts[entry] = counts.get(entry, 0) + 1
-    if not counts:
+    if not any(isinstance(row.get("machines"), list) and row["machines"] for row in rows):
         return ""
+    counts: dict[str, int] = {}
+    for row in rows:
+        machines = row.get("machines") if isinstance(row.get("machines"), list) else None
+        # a run from before the record, or resumed from one, counts for "a machine not recorded"
+        for entry in dict.fromkeys(machine_mod.describe(m) for m in machines or [None]):
+            counts[entry] = counts.get(entry, 0) + 1
     named = "; ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in counts.items())
-    older = (f"; {unrecorded} run{'s' if unrecorded > 1 else ''} finished before runs recorded their machine"
-             if unrecorded else "")
-    return f" Trained on: {named}{older}."
+    return f" Trained on: {named}."
 
 
 def _selection(rows: list[dict]) -> str:

@@ -4,6 +4,8 @@ machines it came from."""
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 from functools import lru_cache
 from typing import Optional
 
@@ -12,16 +14,38 @@ import torch
 
 @lru_cache(maxsize=1)
 def processor() -> str:
-    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows of it."""
+    """The processor's model name: Linux's /proc/cpuinfo (an ARM core's implementer and part
+    numbers where it names no model), macOS's sysctl, else what ``platform`` knows of it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
+            named = cpuinfo_name(f.read())
     except OSError:
-        pass
+        named = None
+    if named:
+        return named
+    if sys.platform == "darwin":
+        try:
+            brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                   text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            brand = ""
+        if brand:
+            return brand
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpuinfo_name(text: str) -> Optional[str]:
+    """The processor /proc/cpuinfo names: its first ``model name``, or an ARM core's implementer
+    and part numbers where it names no model; None where it says neither."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if fields.get("model name"):
+        return fields["model name"]
+    if fields.get("CPU implementer") and fields.get("CPU part"):
+        return f"ARM implementer {fields['CPU implementer']} part {fields['CPU part']}"
+    return None
 
 
 def fingerprint(device: Optional[torch.device] = None) -> dict:
@@ -47,7 +71,7 @@ def joined(earlier: Optional[list], device: Optional[torch.device] = None) -> li
 
 def describe(entry: Optional[dict], with_torch: bool = True) -> str:
     """One machine in words: 'Intel(R) Xeon(R) Processor (AVX512), torch 2.13.0+cpu'."""
-    if not entry:
+    if not isinstance(entry, dict) or not entry:
         return "a machine not recorded"
     where = entry.get("accelerator") or f"{entry.get('cpu', 'unknown')} ({entry.get('isa', '?')})"
     return f"{where}, torch {entry.get('torch', '?')}" if with_torch else where

@@ -213,6 +213,8 @@ def test_labels_that_are_not_class_labels_are_input_errors_naming_the_problem():
         clf.fit(x, ["a", -1, "b", "a"])
     with pytest.raises(InputError, match="mixes labels of types float, str"):
         clf.fit(x, ("a", -1.0, "b", "a"))
+    with pytest.raises(InputError, match="mixes labels of types int, str"):  # a column of labels
+        clf.fit(x, [["a"], [-1], ["b"], ["a"]])
     with pytest.raises(InputError, match=r"^fit: y\[3\] = nan is not a class label"):
         clf.fit(x, ["a", "b", "a", np.nan])
     with pytest.raises(InputError, match=r"^fit: y\[1\] = None is not a class label \(labels are whole numbers"):

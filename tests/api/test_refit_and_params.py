@@ -182,6 +182,7 @@ def test_saving_to_its_own_run_dir_after_another_fit_replaced_it_is_not_a_silent
         a.save(tmp_path / "ab")
     assert list(SSLClassifier.load(tmp_path / "ab").classes_) == ["ant", "bee", "cat"]  # left as it was
     a.save(tmp_path / "ab", overwrite=True)
+    assert a.save(tmp_path / "ab") == tmp_path / "ab"  # its own run again: nothing to write
     back = SSLClassifier.load(tmp_path / "ab")
     assert list(back.classes_) == list(a.classes_)
     np.testing.assert_array_equal(back.predict_proba(x), a.predict_proba(x))

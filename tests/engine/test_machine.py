@@ -25,6 +25,14 @@ def test_the_fingerprint_names_this_processor_its_kernels_and_torch():
     assert machine.describe(None) == "a machine not recorded"
 
 
+def test_cpuinfo_names_an_x86_model_or_an_arm_core():
+    x86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: avx512f\n\nprocessor\t: 1\n"
+    assert machine.cpuinfo_name(x86) == "Intel(R) Xeon(R) Processor"
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n"
+    assert machine.cpuinfo_name(arm) == "ARM implementer 0x41 part 0xd0c"
+    assert machine.cpuinfo_name("processor\t: 0\n") is None
+
+
 def test_a_machine_joins_the_list_only_where_it_differs_from_the_last():
     here = machine.fingerprint(torch.device("cpu"))
     assert machine.joined([]) == [here]
@@ -57,8 +65,9 @@ def test_a_run_records_its_machine_and_a_resumed_run_adds_the_one_it_resumed_on(
 
 def test_a_suite_table_names_the_machines_of_its_rows():
     here = machine.fingerprint(torch.device("cpu"))
-    rows = [{"machines": [here]}, {"machines": [here]}, {"machines": [OTHER, here]}, {}]
+    rows = [{"machines": [here]}, {"machines": [here]}, {"machines": [OTHER, here]}, {},
+            {"machines": [None, here]}, {"machines": ["not a machine"]}]
     assert suites._trained_on(rows) == (
-        f" Trained on: {machine.describe(here)} (3 runs); {machine.describe(OTHER)} (1 run); "
-        "1 run finished before runs recorded their machine.")
-    assert suites._trained_on([{}, {"machines": []}]) == ""
+        f" Trained on: {machine.describe(here)} (4 runs); {machine.describe(OTHER)} (1 run); "
+        "a machine not recorded (3 runs).")
+    assert suites._trained_on([{}, {"machines": []}, {"machines": "x"}]) == ""
