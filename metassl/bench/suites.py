@@ -183,7 +183,8 @@ def group_keys(suite: dict, runs: list[dict]) -> list[str]:
 
 
 def machine(jobs: int = 1, threads: int | None = None) -> str:
-    """The machine a table's runs trained on; ``threads``: the runs' own ``threads`` setting."""
+    """The machine that trains (or tabulates) a suite, for its table's heading; ``threads``: the
+    runs' own ``threads`` setting. Each run's own machines are in its final.json (``_trained_on``)."""
     here = machine_mod.fingerprint(torch.device("cuda") if torch.cuda.is_available() else None)
     if here["accelerator"]:
         dev = here["accelerator"]
